@@ -1,0 +1,171 @@
+"""Segment tables in HDF5: one row per analysis segment, a tensor and its labels side by side.
+
+Every feature file of the pipeline (``audio.h5``, ``keyframes.h5``, ``video.h5``,
+``fc_*.h5``) has the same layout, so any stage can read any of them:
+
+- ``/x``: the tensor dataset, shape ``(n_rows, *item_shape)``, chunked one row per chunk
+  and gzip-compressed, so a reader pulls single segments without loading the file;
+- ``/meta/<column>``: one 1-D dataset per :data:`META_COLUMNS` entry, row-aligned with
+  ``/x``;
+- file attrs: the params that made the file (as YAML text under ``params``) and
+  anything else the stage records.
+
+Files are written to ``<name>.partial`` and renamed only when the writer closes without
+an error, so an interrupted stage never leaves a file that DVC or the next stage would
+take as complete. Rows are appended as clips finish; memory does not grow with the
+number of clips.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import yaml
+
+#: Columns every segment table carries, in this order.
+META_COLUMNS: tuple[str, ...] = (
+    "clip_id",
+    "segment",
+    "start_s",
+    "speaker",
+    "gender",
+    "emotion",
+    "label",
+    "fold",
+    "augmented",
+    "augmentation",
+)
+
+_STRING_COLUMNS = {"clip_id", "speaker", "gender", "emotion", "augmentation"}
+_COLUMN_DTYPES: dict[str, Any] = {
+    "segment": np.int32,
+    "start_s": np.float64,
+    "label": np.int32,
+    "fold": np.int32,
+    "augmented": np.bool_,
+}
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+class SegmentWriter:
+    """Append-only writer of a segment table; use as a context manager.
+
+    ``item_shape`` is the shape of one row's tensor, e.g. ``(30, 100, 3)`` for a
+    spectrogram or ``(16, 64, 64, 3)`` for a keyframe tensor.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        item_shape: tuple[int, ...],
+        dtype: Any = np.float32,
+        attrs: Mapping[str, Any] | None = None,
+        compression_level: int = 4,
+    ):
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self.item_shape = tuple(int(n) for n in item_shape)
+        self.dtype = np.dtype(dtype)
+        self.attrs = dict(attrs or {})
+        self.compression_level = compression_level
+        self.n_rows = 0
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> SegmentWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        self._file = h5py.File(self.partial_path, "w")
+        self._file.create_dataset(
+            "x",
+            shape=(0, *self.item_shape),
+            maxshape=(None, *self.item_shape),
+            dtype=self.dtype,
+            chunks=(1, *self.item_shape),
+            compression="gzip",
+            compression_opts=self.compression_level,
+            shuffle=True,
+        )
+        meta = self._file.create_group("meta")
+        for column in META_COLUMNS:
+            dtype = _STR if column in _STRING_COLUMNS else _COLUMN_DTYPES[column]
+            meta.create_dataset(column, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+        for key, value in self.attrs.items():
+            self._file.attrs[key] = _attr_value(value)
+        return self
+
+    def append(self, tensors: np.ndarray, rows: Mapping[str, Iterable[Any]]) -> None:
+        """Append ``len(tensors)`` rows; ``rows`` maps every meta column to that many values."""
+        assert self._file is not None, "use SegmentWriter as a context manager"
+        tensors = np.asarray(tensors, dtype=self.dtype)
+        if tensors.shape[1:] != self.item_shape:
+            raise ValueError(f"rows of shape {tensors.shape[1:]} do not fit {self.item_shape}")
+        n_new = len(tensors)
+        if n_new == 0:
+            return
+        missing = set(META_COLUMNS) - set(rows)
+        if missing:
+            raise ValueError(f"missing meta columns: {sorted(missing)}")
+        columns = {column: list(rows[column]) for column in META_COLUMNS}
+        for column, values in columns.items():
+            if len(values) != n_new:
+                raise ValueError(f"column {column} has {len(values)} values for {n_new} rows")
+        x = self._file["x"]
+        x.resize(self.n_rows + n_new, axis=0)
+        x[self.n_rows :] = tensors
+        for column, values in columns.items():
+            dataset = self._file["meta"][column]
+            dataset.resize(self.n_rows + n_new, axis=0)
+            dataset[self.n_rows :] = (
+                [str(v) for v in values] if column in _STRING_COLUMNS else values
+            )
+        self.n_rows += n_new
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None
+        self._file.attrs["n_rows"] = self.n_rows
+        self._file.close()
+        self._file = None
+        if exc_type is None:
+            os.replace(self.partial_path, self.path)
+        else:
+            self.partial_path.unlink(missing_ok=True)
+
+
+def _attr_value(value: Any) -> Any:
+    """HDF5 attrs hold scalars, strings and arrays; anything nested is stored as YAML text."""
+    if isinstance(value, (dict, list, tuple)):
+        return yaml.safe_dump(value, sort_keys=True)
+    return value
+
+
+def read_meta(path: str | Path) -> dict[str, np.ndarray]:
+    """All meta columns of a segment table as numpy arrays (strings decoded to ``str``)."""
+    with h5py.File(path, "r") as handle:
+        meta = {}
+        for column in META_COLUMNS:
+            dataset = handle["meta"][column]
+            meta[column] = dataset.asstr()[:] if column in _STRING_COLUMNS else dataset[:]
+            if column in _STRING_COLUMNS:
+                meta[column] = np.asarray(meta[column], dtype=object)
+        return meta
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """File attrs, with YAML-encoded values decoded back to Python objects."""
+    with h5py.File(path, "r") as handle:
+        attrs = {}
+        for key, value in handle.attrs.items():
+            if isinstance(value, bytes):
+                value = value.decode()
+            if isinstance(value, str):
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    pass
+            attrs[key] = value
+        return attrs

@@ -1,0 +1,57 @@
+"""Run one function over many clips on ``base.n_jobs`` processes, with a progress bar.
+
+Results come back in input order, so that the HDF5 files the front-ends write do not
+depend on scheduling, and they come back one at a time, so that a stage writes each
+clip as it finishes instead of holding them all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _single_threaded_worker() -> None:
+    """Each worker process uses one core for numpy/OpenCV: the parallelism is across clips."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - OpenCV is a dependency
+        pass
+
+
+def map_clips(
+    function: Callable[[T], R],
+    items: Iterable[T],
+    n_jobs: int = 1,
+    desc: str = "clips",
+    total: int | None = None,
+) -> Iterator[R]:
+    """Yield ``function(item)`` for every item, in order, on ``n_jobs`` processes.
+
+    ``function`` must be picklable (a module-level function or ``functools.partial`` of
+    one). With ``n_jobs == 1`` everything runs in this process, which keeps tests and
+    debugging simple.
+    """
+    items = list(items)
+    total = len(items) if total is None else total
+    with tqdm(total=total, desc=desc, unit="clip", dynamic_ncols=True) as progress:
+        if n_jobs <= 1 or len(items) <= 1:
+            for item in items:
+                yield function(item)
+                progress.update()
+            return
+        context = multiprocessing.get_context("fork")
+        with context.Pool(n_jobs, initializer=_single_threaded_worker) as pool:
+            for result in pool.imap(function, items, chunksize=1):
+                yield result
+                progress.update()
