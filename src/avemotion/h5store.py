@@ -66,6 +66,7 @@ class SegmentWriter:
         dtype: Any = np.float32,
         attrs: Mapping[str, Any] | None = None,
         compression_level: int = 4,
+        extra_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ):
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + ".partial")
@@ -73,6 +74,7 @@ class SegmentWriter:
         self.dtype = np.dtype(dtype)
         self.attrs = dict(attrs or {})
         self.compression_level = compression_level
+        self.extra_shapes = {k: tuple(v) for k, v in (extra_shapes or {}).items()}
         self.n_rows = 0
         self._file: h5py.File | None = None
 
@@ -90,6 +92,14 @@ class SegmentWriter:
             compression_opts=self.compression_level,
             shuffle=True,
         )
+        for name, shape in self.extra_shapes.items():
+            self._file.create_dataset(
+                name,
+                shape=(0, *shape),
+                maxshape=(None, *shape),
+                dtype=np.float32,
+                chunks=(min(1024, max(1, 2**20 // max(1, int(np.prod(shape))) // 4)), *shape),
+            )
         meta = self._file.create_group("meta")
         for column in META_COLUMNS:
             dtype = _STR if column in _STRING_COLUMNS else _COLUMN_DTYPES[column]
@@ -98,8 +108,17 @@ class SegmentWriter:
             self._file.attrs[key] = _attr_value(value)
         return self
 
-    def append(self, tensors: np.ndarray, rows: Mapping[str, Iterable[Any]]) -> None:
-        """Append ``len(tensors)`` rows; ``rows`` maps every meta column to that many values."""
+    def append(
+        self,
+        tensors: np.ndarray,
+        rows: Mapping[str, Iterable[Any]],
+        extras: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Append ``len(tensors)`` rows; ``rows`` maps every meta column to that many values.
+
+        ``extras`` holds a row-aligned array for each dataset named in ``extra_shapes``
+        (for example the class probabilities beside FC features).
+        """
         assert self._file is not None, "use SegmentWriter as a context manager"
         tensors = np.asarray(tensors, dtype=self.dtype)
         if tensors.shape[1:] != self.item_shape:
@@ -114,9 +133,16 @@ class SegmentWriter:
         for column, values in columns.items():
             if len(values) != n_new:
                 raise ValueError(f"column {column} has {len(values)} values for {n_new} rows")
-        x = self._file["x"]
-        x.resize(self.n_rows + n_new, axis=0)
-        x[self.n_rows :] = tensors
+        extras = {k: np.asarray(v, dtype=np.float32) for k, v in (extras or {}).items()}
+        if set(extras) != set(self.extra_shapes):
+            raise ValueError(f"extras must be exactly {sorted(self.extra_shapes)}")
+        for name, values in extras.items():
+            if values.shape != (n_new, *self.extra_shapes[name]):
+                raise ValueError(f"extra {name} has shape {values.shape} for {n_new} rows")
+        for name, values in {"x": tensors, **extras}.items():
+            dataset = self._file[name]
+            dataset.resize(self.n_rows + n_new, axis=0)
+            dataset[self.n_rows :] = values
         for column, values in columns.items():
             dataset = self._file["meta"][column]
             dataset.resize(self.n_rows + n_new, axis=0)
