@@ -104,8 +104,10 @@ class SegmentWriter:
         for column in META_COLUMNS:
             dtype = _STR if column in _STRING_COLUMNS else _COLUMN_DTYPES[column]
             meta.create_dataset(column, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+        nested = sorted(k for k, v in self.attrs.items() if isinstance(v, (dict, list, tuple)))
         for key, value in self.attrs.items():
             self._file.attrs[key] = _attr_value(value)
+        self._file.attrs[_YAML_KEYS] = _attr_value(nested)
         return self
 
     def append(
@@ -162,6 +164,9 @@ class SegmentWriter:
             self.partial_path.unlink(missing_ok=True)
 
 
+_YAML_KEYS = "_yaml_keys"  # which attrs hold YAML text, so free text is never parsed
+
+
 def _attr_value(value: Any) -> Any:
     """HDF5 attrs hold scalars, strings and arrays; anything nested is stored as YAML text."""
     if isinstance(value, (dict, list, tuple)):
@@ -182,16 +187,8 @@ def read_meta(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
-    """File attrs, with YAML-encoded values decoded back to Python objects."""
+    """File attrs, with the values the writer stored as YAML decoded back to Python objects."""
     with h5py.File(path, "r") as handle:
-        attrs = {}
-        for key, value in handle.attrs.items():
-            if isinstance(value, bytes):
-                value = value.decode()
-            if isinstance(value, str):
-                try:
-                    value = yaml.safe_load(value)
-                except yaml.YAMLError:
-                    pass
-            attrs[key] = value
-        return attrs
+        raw = {k: v.decode() if isinstance(v, bytes) else v for k, v in handle.attrs.items()}
+    yaml_keys = set(yaml.safe_load(raw.pop(_YAML_KEYS, "[]")) or [])
+    return {k: yaml.safe_load(v) if k in yaml_keys else v for k, v in raw.items()}

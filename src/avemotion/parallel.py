@@ -8,10 +8,12 @@ clip as it finishes instead of holding them all.
 from __future__ import annotations
 
 import multiprocessing
-import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+import cv2
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 T = TypeVar("T")
@@ -19,14 +21,13 @@ R = TypeVar("R")
 
 
 def _single_threaded_worker() -> None:
-    """Each worker process uses one core for numpy/OpenCV: the parallelism is across clips."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - OpenCV is a dependency
-        pass
+    """Each worker process uses one core for BLAS/OpenMP/OpenCV: the parallelism is across
+    clips. The thread pools are already loaded when the worker forks, so environment
+    variables would come too late; threadpoolctl resizes them in place."""
+    threadpool_limits(1)
+    cv2.setNumThreads(1)
+    if "torch" in sys.modules:  # only where the parent imported it: torch is slow to import
+        sys.modules["torch"].set_num_threads(1)
 
 
 def map_clips(

@@ -95,6 +95,9 @@ def fold_rows(
     train_mask = train_rows(meta["fold"], test_fold)
     test = np.flatnonzero(test_rows(meta["fold"], meta["augmented"], test_fold))
     candidates = np.flatnonzero(train_mask)
+    if len(test) == 0:
+        present = sorted(int(f) for f in np.unique(meta["fold"]) if f >= 0)
+        raise BadInputError(f"split.folds names fold {test_fold}, but this split has folds {present}")
     if len(candidates) == 0:
         raise BadInputError(f"fold {test_fold} has no training rows")
     groups = meta["speaker" if validate_by == "speaker" else "clip_id"][candidates]

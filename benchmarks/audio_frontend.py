@@ -1,0 +1,143 @@
+"""How fast is the audio front-end, next to decoding alone? (A benchmark, not a test.)
+
+    .venv/bin/python benchmarks/audio_frontend.py [--root ../shared/data/ravdess-speech]
+        [--limit N] [--repeats 2] [--n-jobs 1]
+
+Over every clip under ``--root`` (1080 RAVDESS speech FLACs by default) it times
+
+- decode only: PyAV demux + decode of the first audio stream to numpy arrays, nothing else;
+- front-end: :func:`avemotion.audio.extract_clip`, i.e. decode + resample + downmix +
+  2 s segments + log-mel/delta/delta-delta images, as the stage runs it per clip;
+- stage: :func:`avemotion.audio.build_audio_features`, the front-end plus HDF5 writing,
+
+and prints segments per second for each, the front-end/decode ratio (target: <= 2) and
+the peak resident memory of this process and its children. Each timing is the best of
+``--repeats`` passes, alternated, so a burst of load from other processes counts once
+at most. Numeric libraries are held to one thread, as in the stage's worker processes.
+"""
+
+# ruff: noqa: E402  (thread limits must be set before numpy is imported)
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse
+import functools
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from avemotion.audio import (
+    FrontEndSettings,
+    build_audio_features,
+    clip_jobs,
+    extract_clip,
+)
+from avemotion.index import INDEX_COLUMNS
+from avemotion.media import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, open_container, probe
+from avemotion.parallel import map_clips
+from avemotion.segments import segment_starts
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech"
+
+
+def decode_only(path: str) -> int:
+    """Decode the first audio stream to arrays and do nothing else; returns the sample count."""
+    n_samples = 0
+    with open_container(path) as container:
+        stream = container.streams.audio[0]
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                n_samples += frame.to_ndarray().shape[-1]
+    return n_samples
+
+
+def run_front_end(job, settings: FrontEndSettings) -> int:
+    """The stage's per-clip work; returns the number of rows it made."""
+    result = extract_clip(job, settings)
+    if result.reject is not None:
+        raise SystemExit(f"{job.path}: {result.reject}")
+    return len(result.x)
+
+
+def build_index(root: Path, limit: int | None) -> pd.DataFrame:
+    """A minimal index of every media file under ``root`` (probe gives the durations)."""
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS)[:limit]
+    if not paths:
+        raise SystemExit(f"{root}: no media files (is ../shared/data there?)")
+    rows = []
+    for path in paths:
+        info = probe(path)
+        rows.append(
+            {
+                "clip_id": path.stem, "path": str(path), "dataset": root.name, "speaker": "",
+                "gender": "unknown", "emotion": "", "label": 0, "sentence": "",
+                "duration_s": info.duration_s, "has_audio": info.has_audio,
+                "has_video": info.has_video, "fold": -1,
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+
+
+def timed(function, items, n_jobs: int) -> float:
+    start = time.perf_counter()
+    for _ in map_clips(function, items, n_jobs, desc=getattr(function, "__name__", "clips")):
+        pass
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--limit", type=int, default=None, help="first N clips only")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--n-jobs", type=int, default=1)
+    args = parser.parse_args()
+
+    params = {
+        "base": {"seed": 42, "modalities": ["audio"], "segment_s": 2.0, "hop_s": 2.0,
+                 "last_segment": "pad", "min_segment_s": 1.0, "n_jobs": args.n_jobs},
+        "audio": {},
+        "augment": {"snr_db": []},
+    }  # fmt: skip
+    settings = FrontEndSettings.from_params(params)
+    index = build_index(args.root, args.limit)
+    n_segments = sum(len(segment_starts(d)) for d in index.duration_s)
+    jobs = clip_jobs(index, augment=False)
+    paths = index.path.tolist()
+    front_end = functools.partial(run_front_end, settings=settings)
+    front_end.__name__ = "front-end"  # type: ignore[attr-defined]
+
+    decode_s, front_s, stage_s = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            decode_s.append(timed(decode_only, paths, args.n_jobs))
+            front_s.append(timed(front_end, jobs, args.n_jobs))
+        start = time.perf_counter()
+        build_audio_features(index, params, Path(tmp) / "audio.h5", Path(tmp) / "rejects.csv")
+        stage_s.append(time.perf_counter() - start)
+        h5_mb = (Path(tmp) / "audio.h5").stat().st_size / 2**20
+
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    audio_only = all(Path(p).suffix.lower() in AUDIO_EXTENSIONS for p in paths)
+    decode, front, stage = min(decode_s), min(front_s), min(stage_s)
+    ratio = front / decode
+    print(f"clips: {len(paths)} under {args.root} ({'audio files' if audio_only else 'media'})")
+    print(f"segments: {n_segments} of 2 s; n_jobs={args.n_jobs}; best of {args.repeats}")
+    print(f"decode only : {decode:7.2f} s  {n_segments / decode:8.1f} segments/s")
+    print(f"front-end   : {front:7.2f} s  {n_segments / front:8.1f} segments/s")
+    print(f"stage + HDF5: {stage:7.2f} s  {n_segments / stage:8.1f} segments/s  ({h5_mb:.1f} MiB)")
+    verdict = "met" if ratio <= 2 else "NOT met"
+    print(f"front-end / decode-only time: {ratio:.2f}x (target <= 2x: {verdict})")
+    print(f"peak RSS: this process {self_mb:.0f} MiB, largest child {children_mb:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
