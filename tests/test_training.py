@@ -87,13 +87,14 @@ def test_validation_is_carved_from_training_speakers_only(table):
 
 def test_training_lowers_loss_and_writes_metrics(tmp_path, table):
     paths = paths_in(tmp_path, table)
-    metrics = train_branch(params(epochs=4), "audio", 0, paths)
+    epochs = []
+    metrics = train_branch(params(epochs=4), "audio", 0, paths, log_epoch=epochs.append)
     assert metrics["n_validation_rows"] > 0
     written = json.loads(paths.metrics.read_text())
     assert written["epochs_run"] == 4 and written["train_samples_per_s"] > 0
-    checkpoint = torch.load(paths.checkpoint, weights_only=False)
-    losses = [epoch["train_loss"] for epoch in checkpoint["history"]]
+    losses = [epoch["train_loss"] for epoch in epochs]
     assert losses[-1] < losses[0]
+    assert not paths.checkpoint.exists()  # a finished run leaves no checkpoint
     assert 1 <= written["best_epoch"] <= 4
 
 
@@ -102,7 +103,7 @@ def test_same_seed_same_weights_and_other_seed_differs(tmp_path, table):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         paths = paths_in(tmp_path, table, name)
         train_branch(params(epochs=2, seed=seed), "audio", 0, paths)
-        runs.append(torch.load(paths.checkpoint, weights_only=False)["model"])
+        runs.append(torch.load(paths.best, weights_only=True))
     for key in runs[0]:
         assert torch.equal(runs[0][key], runs[1][key]), key
     assert any(not torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
@@ -120,19 +121,26 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, table):
 
     with pytest.raises(KeyboardInterrupt):
         train_branch(params(epochs=3), "audio", 0, killed, log_epoch=die_after_second_epoch)
+    assert torch.load(killed.checkpoint, weights_only=False)["epoch"] == 2
     logged = []
     metrics = train_branch(params(epochs=3), "audio", 0, killed, log_epoch=logged.append)
     assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_run"] == 3
     assert [r["epoch"] for r in logged] == [1, 2, 3]  # finished epochs replayed for the curves
-    a = torch.load(whole.checkpoint, weights_only=False)
-    b = torch.load(killed.checkpoint, weights_only=False)
-    for key in a["model"]:
-        assert torch.allclose(a["model"][key], b["model"][key]), key
+    a = torch.load(whole.best, weights_only=True)
+    b = torch.load(killed.best, weights_only=True)
+    for key in a:
+        assert torch.allclose(a[key], b[key]), key
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(tmp_path, table):
     paths = paths_in(tmp_path, table)
-    train_branch(params(epochs=2), "audio", 0, paths)
+
+    def die_after_first_epoch(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_branch(params(epochs=2), "audio", 0, paths, log_epoch=die_after_first_epoch)
+    assert paths.checkpoint.exists()
     changed = params(epochs=2)
     changed["train"]["lr"] = 0.02
     assert train_branch(changed, "audio", 0, paths)["resumed_from_epoch"] == 0

@@ -97,7 +97,9 @@ def fold_rows(
     candidates = np.flatnonzero(train_mask)
     if len(test) == 0:
         present = sorted(int(f) for f in np.unique(meta["fold"]) if f >= 0)
-        raise BadInputError(f"split.folds names fold {test_fold}, but this split has folds {present}")
+        raise BadInputError(
+            f"split.folds names fold {test_fold}, but this split has folds {present}"
+        )
     if len(candidates) == 0:
         raise BadInputError(f"fold {test_fold} has no training rows")
     groups = meta["speaker" if validate_by == "speaker" else "clip_id"][candidates]
@@ -165,7 +167,9 @@ def fit(
     After every epoch the model, optimiser, random states and history go to
     ``checkpoint_path``; if that file exists with the same ``digest`` the run resumes
     after its last finished epoch (``log_epoch`` is replayed for the finished epochs so
-    the curves stay whole). The best epoch's weights go to ``best_path`` as a state dict.
+    the curves stay whole). A finished run removes its checkpoint, so the file exists
+    only while a run is incomplete (DVC does not track it). The best epoch's weights go
+    to ``best_path`` as a state dict.
     """
     device = torch.device(device)
     torch.manual_seed(settings.seed)
@@ -248,10 +252,7 @@ def fit(
         )
         if log_epoch:
             log_epoch(record)
-    if not best_path.is_file():  # resumed a finished run whose best file was removed
-        raise BadInputError(
-            "checkpoint is complete but the best model is missing; delete it", checkpoint_path
-        )
+    checkpoint_path.unlink(missing_ok=True)  # only an unfinished run leaves one behind
     has_validation = validation_set is not None and len(validation_set) > 0
     return TrainOutcome(
         epochs_run=len(history),

@@ -1,0 +1,130 @@
+"""The whole DVC pipeline on tiny params, in a temporary copy of the repository.
+
+One run checks what a researcher relies on: `dvc repro` builds everything from the
+generated demo, a second `dvc repro` runs nothing, changing only an SVM param reruns only
+the SVM and evaluate stages, and a teammate's fresh clone gets every output with
+`dvc pull` and has nothing to recompute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+COPY_IGNORE = shutil.ignore_patterns(
+    ".venv",
+    ".ci-venv",
+    ".git",
+    "data",
+    "models",
+    "metrics",
+    "dvclive",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "tmp",
+    "cache",
+)
+TINY = {
+    "base": {"n_jobs": 2, "segment_s": 2.0},
+    "demo": {"n_speakers": 4, "takes_per_emotion": 1, "emotions": ["happy", "sad"]},
+    "data": {"classes": ["happy", "sad"]},
+    "split": {"protocol": "speaker", "n_folds": 2, "folds": [0]},
+    "train": {"epochs": 2, "batch_size": 8},
+    "models": {
+        "cpu": {
+            "audio": {"channels": [4, 4, 8, 8], "fc": [16, 16]},
+            "video": {"channels": [4, 4, 8, 8, 8, 8, 8, 8], "fc": [16, 16], "input_size": 32},
+        }
+    },
+    "fusion": {"cross_fit_folds": 2},
+}
+
+
+def merge(tree: dict, update: dict) -> dict:
+    for key, value in update.items():
+        tree[key] = merge(tree.get(key, {}), value) if isinstance(value, dict) else value
+    return tree
+
+
+def run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(cwd / "src")}
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"  # `python` in dvc.yaml is this venv's
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
+    return done.stdout + done.stderr
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd)
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline") / "repo"
+    shutil.copytree(REPO, root, ignore=COPY_IGNORE)
+    params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git("init", "-q", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "tiny", cwd=root)
+    first = dvc("repro", cwd=root)
+    assert {"make_demo", "index", "evaluate"} <= stages_run(first)
+    return root
+
+
+def test_repro_builds_every_output_and_a_second_repro_runs_nothing(project):
+    metrics = json.loads((project / "metrics" / "metrics.json").read_text())
+    assert metrics  # evaluate wrote its numbers
+    assert (project / "metrics" / "report.md").read_text().count("|") > 10
+    confusion = json.loads((project / "metrics" / "confusion.json").read_text())
+    assert confusion and {"actual", "predicted"} <= set(confusion[0])
+    assert list((project / "dvclive").glob("*/plots/metrics/train/loss.tsv"))
+    second = dvc("repro", cwd=project)
+    assert stages_run(second) == set()
+    assert "Data and pipelines are up to date" in dvc("status", cwd=project)
+
+
+def test_changing_an_svm_param_reruns_only_the_svm_and_evaluate(project):
+    git("add", "-A", cwd=project)
+    git("commit", "-qm", "lock", "--allow-empty", cwd=project)
+    output = dvc("exp", "run", "-S", "fusion.svm_C=3.0", cwd=project)
+    assert stages_run(output) == {"fit_svm@0", "evaluate"}
+    shows = dvc("exp", "show", "--no-pager", "--csv", cwd=project)
+    assert "fusion.svm_C" in shows and "clip.elm_svm.accuracy_mean" in shows
+
+
+def test_a_teammate_pulls_outputs_instead_of_recomputing(project, tmp_path):
+    remote = tmp_path / "remote"
+    dvc("remote", "add", "-d", "team", str(remote), cwd=project)
+    dvc("push", cwd=project)
+    git("add", "-A", cwd=project)
+    git("commit", "-qm", "remote", cwd=project)
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(project), str(clone), cwd=tmp_path)
+    dvc("pull", cwd=clone)
+    assert "up to date" in dvc("status", cwd=clone)
+    assert stages_run(dvc("repro", cwd=clone)) == set()
