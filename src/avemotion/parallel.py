@@ -51,8 +51,16 @@ def map_clips(
                 yield function(item)
                 progress.update()
             return
-        context = multiprocessing.get_context("fork")
-        with context.Pool(n_jobs, initializer=_single_threaded_worker) as pool:
-            for result in pool.imap(function, items, chunksize=1):
-                yield result
-                progress.update()
+        # A process that ran multi-threaded OpenCV and then forks leaves its children a
+        # thread pool without threads, and their cv2.setNumThreads waits forever: hold
+        # this process to one OpenCV thread while the workers are forked and run.
+        opencv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            context = multiprocessing.get_context("fork")
+            with context.Pool(n_jobs, initializer=_single_threaded_worker) as pool:
+                for result in pool.imap(function, items, chunksize=1):
+                    yield result
+                    progress.update()
+        finally:
+            cv2.setNumThreads(opencv_threads)

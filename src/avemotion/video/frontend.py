@@ -1,0 +1,280 @@
+"""Stage ``extract_keyframes``: index -> per-segment face keyframes (paper section 2.1).
+
+Each clip is decoded once (:mod:`.decode`), its face found and cropped (:mod:`.face`) and,
+per analysis segment, its keyframes chosen (:mod:`.keyframes`); a row of ``keyframes.h5``
+holds a segment's ``n_keyframes`` equalised gray face crops ``(N, K, K)`` uint8. The
+``[gray, LBP, IDP]`` tensors are made from them by :mod:`.tensors`.
+
+Segments come from :func:`avemotion.segments.segment_starts` on the index's duration, so
+segment ``i`` spans the same time as in the audio branch. A segment in which no frame
+shows a face has no keyframes and no row (the fusion stage pairs rows by clip and
+segment); a clip is rejected, with its reason, when it has no decodable video, stops
+well before its indexed duration (truncated), shows a face in too few frames, or has no
+segment at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pandas as pd
+
+from avemotion.errors import BadInputError
+from avemotion.h5store import SegmentWriter
+from avemotion.parallel import map_clips
+from avemotion.params import resolve_n_jobs, section
+from avemotion.rejects import Reject, write_rejects
+from avemotion.video.config import SegmentParams, VideoParams
+from avemotion.video.decode import DecodeStats, gray_frames
+from avemotion.video.face import FaceDetector, crop_face, face_boxes
+from avemotion.video.keyframes import frame_differences, gray_histograms, select_keyframes
+
+KEYFRAMES_STAGE = "extract_keyframes"
+
+
+@dataclass
+class ClipKeyframes:
+    """One clip's keyframes: ``keyframes`` (n_segments, N, K, K) uint8, their segment
+    numbers and start times, and what decoding met on the way."""
+
+    keyframes: np.ndarray
+    segments: np.ndarray
+    starts_s: np.ndarray
+    n_frames: int
+    n_face_frames: int
+    n_corrupt_packets: int
+    n_segments_without_face: int
+
+
+def clip_keyframes(
+    path: str | Path,
+    duration_s: float,
+    video: VideoParams | None = None,
+    segments: SegmentParams | None = None,
+) -> ClipKeyframes:
+    """Decode, find the face and choose the keyframes of every analysis segment of a clip.
+
+    ``video`` and ``segments`` default to the documented defaults. Raises
+    :class:`BadInputError` with the reason when the clip cannot give keyframes.
+    """
+    video = VideoParams() if video is None else video
+    segments = SegmentParams() if segments is None else segments
+    starts = segments.starts(duration_s)
+    if len(starts) == 0:
+        raise BadInputError(
+            f"lasts {duration_s:.2f} s, which leaves no analysis segment "
+            f"(base.segment_s={segments.segment_s}, last_segment={segments.last_segment}, "
+            f"min_segment_s={segments.min_segment_s})",
+            path,
+        )
+    ends = starts + segments.segment_s
+    crops: list[list[np.ndarray]] = [[] for _ in starts]
+    chosen: list[np.ndarray | None] = [None] * len(starts)
+    n_open_from = 0  # segments before this index are finished
+    stats = DecodeStats()
+    detector = FaceDetector(
+        video.detect_width, video.min_face_size, video.scale_factor, video.min_neighbors
+    )
+    n_face = 0
+    for frame, box in face_boxes(
+        gray_frames(path, stats),
+        detector,
+        video.detect_every,
+        video.box_smoothing,
+        video.search_near_last,
+    ):
+        t = frame.time_s
+        while n_open_from < len(starts) and t >= ends[n_open_from]:
+            chosen[n_open_from] = _segment_keyframes(crops[n_open_from], video)
+            crops[n_open_from] = []
+            n_open_from += 1
+        if box is None:
+            continue
+        n_face += 1
+        crop = None
+        for i in range(n_open_from, len(starts)):
+            if starts[i] > t:
+                break
+            if t < ends[i]:
+                if crop is None:
+                    crop = crop_face(frame.image, box, video.margin, video.keyframe_size)
+                crops[i].append(crop)
+    for i in range(n_open_from, len(starts)):
+        chosen[i] = _segment_keyframes(crops[i], video)
+    _check_decoded(path, duration_s, stats, n_face, video)
+    keep = [i for i, keyframes in enumerate(chosen) if keyframes is not None]
+    if not keep:
+        raise BadInputError("no analysis segment has a frame with a face", path)
+    return ClipKeyframes(
+        keyframes=np.stack([chosen[i] for i in keep]),
+        segments=np.asarray(keep, dtype=np.int32),
+        starts_s=starts[keep],
+        n_frames=stats.n_frames,
+        n_face_frames=n_face,
+        n_corrupt_packets=stats.n_corrupt_packets,
+        n_segments_without_face=len(starts) - len(keep),
+    )
+
+
+def _segment_keyframes(crops: list[np.ndarray], video: VideoParams) -> np.ndarray | None:
+    """(N, K, K) equalised keyframes from a segment's raw face crops; None without crops.
+
+    Histograms are taken of the crops before equalisation: equalised histograms are all
+    nearly flat and would not tell frames apart.
+    """
+    if not crops:
+        return None
+    stack = np.stack(crops)
+    differences = frame_differences(gray_histograms(stack, video.hist_bins), video.chi_square)
+    indices = select_keyframes(differences, video.n_keyframes, video.k, video.step)
+    return np.stack([cv2.equalizeHist(stack[i]) for i in indices])
+
+
+def _check_decoded(
+    path: str | Path, duration_s: float, stats: DecodeStats, n_face: int, video: VideoParams
+) -> None:
+    why = f" ({stats.stopped_early})" if stats.stopped_early else ""
+    corrupt = f", {stats.n_corrupt_packets} corrupt packets" if stats.n_corrupt_packets else ""
+    if stats.n_frames == 0:
+        raise BadInputError(f"no decodable video frame{why}{corrupt}", path)
+    decoded_s = (stats.last_time_s or 0.0) + stats.frame_period_s
+    if duration_s - decoded_s > video.max_missing_s:
+        raise BadInputError(
+            f"video decodes to {decoded_s:.2f} s of the {duration_s:.2f} s in the index, more "
+            f"than video.max_missing_s={video.max_missing_s} short (truncated file?){why}{corrupt}",
+            path,
+        )
+    fraction = n_face / stats.n_frames
+    if fraction < video.min_face_fraction:
+        raise BadInputError(
+            f"face found in {n_face} of {stats.n_frames} frames ({fraction:.0%}), "
+            f"below video.min_face_fraction={video.min_face_fraction}",
+            path,
+        )
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+@dataclass(frozen=True)
+class _ClipTask:
+    clip_id: str
+    path: str
+    duration_s: float
+    has_video: bool
+
+
+@dataclass
+class _ClipOutcome:
+    clip_id: str
+    result: ClipKeyframes | None
+    reject: Reject | None
+
+
+def _extract_task(task: _ClipTask, video: VideoParams, segments: SegmentParams) -> _ClipOutcome:
+    """One clip in a worker: its keyframes, or its reject (never an exception for bad input)."""
+    if not task.has_video:
+        return _rejected(task, "no video stream (has_video is false in the index)")
+    try:
+        result = clip_keyframes(task.path, task.duration_s, video, segments)
+    except BadInputError as error:
+        return _rejected(task, error.reason)
+    except av.FFmpegError as error:
+        return _rejected(task, f"video decoding failed ({str(error).strip()[:160]})")
+    return _ClipOutcome(task.clip_id, result, None)
+
+
+def _rejected(task: _ClipTask, reason: str) -> _ClipOutcome:
+    return _ClipOutcome(
+        task.clip_id, None, Reject(task.path, task.clip_id, KEYFRAMES_STAGE, reason)
+    )
+
+
+def extract_keyframes(
+    index: pd.DataFrame,
+    params: dict[str, Any],
+    out_path: str | Path,
+    rejects_path: str | Path,
+) -> dict[str, Any]:
+    """Stage ``extract_keyframes``: every clip of ``index`` -> segment rows in ``out_path``.
+
+    Clips run in parallel on ``base.n_jobs`` processes and are written in index order as
+    they finish. The rejects CSV is written only once the HDF5 file is complete (an
+    interrupted run leaves neither). Returns a summary of counts.
+    """
+    video = VideoParams.from_params(params)
+    segments = SegmentParams.from_params(params)
+    n_jobs = resolve_n_jobs(section(params, "base").get("n_jobs", -1))
+    rejects_path = Path(rejects_path)
+    rejects_path.unlink(missing_ok=True)
+    rows = {row.clip_id: row for row in index.itertuples(index=False)}
+    tasks = [
+        _ClipTask(str(r.clip_id), str(r.path), float(r.duration_s), bool(r.has_video))
+        for r in rows.values()
+    ]
+    if len(tasks) != len(index):
+        raise BadInputError("index has repeated clip_id values")
+    attrs = {
+        "stage": KEYFRAMES_STAGE,
+        "params": {"video": asdict(video), "base": asdict(segments)},
+    }
+    summary = {
+        "clips": 0,
+        "segments": 0,
+        "frames": 0,
+        "face_frames": 0,
+        "corrupt_packets": 0,
+        "segments_without_face": 0,
+        "rejects": 0,
+    }
+    rejects: list[Reject] = []
+    item_shape = (video.n_keyframes, video.keyframe_size, video.keyframe_size)
+    work = functools.partial(_extract_task, video=video, segments=segments)
+    with SegmentWriter(out_path, item_shape, np.uint8, attrs) as writer:
+        for outcome in map_clips(work, tasks, n_jobs, desc="keyframes"):
+            if outcome.reject is not None:
+                rejects.append(outcome.reject)
+                continue
+            result = outcome.result
+            writer.append(result.keyframes, _meta_rows(rows[outcome.clip_id], result))
+            summary["clips"] += 1
+            summary["segments"] += len(result.segments)
+            summary["frames"] += result.n_frames
+            summary["face_frames"] += result.n_face_frames
+            summary["corrupt_packets"] += result.n_corrupt_packets
+            summary["segments_without_face"] += result.n_segments_without_face
+        summary["rejects"] = len(rejects)
+        if writer.n_rows == 0:
+            _write_rejects_atomic(rejects_path, rejects)
+            raise BadInputError(f"no clip gave keyframes; {len(rejects)} rejected", rejects_path)
+    _write_rejects_atomic(rejects_path, rejects)
+    return summary
+
+
+def _meta_rows(row: Any, result: ClipKeyframes) -> dict[str, list[Any]]:
+    n = len(result.segments)
+    return {
+        "clip_id": [row.clip_id] * n,
+        "segment": result.segments.tolist(),
+        "start_s": result.starts_s.tolist(),
+        "speaker": [row.speaker] * n,
+        "gender": [row.gender] * n,
+        "emotion": [row.emotion] * n,
+        "label": [int(row.label)] * n,
+        "fold": [int(row.fold)] * n,
+        "augmented": [False] * n,
+        "augmentation": [""] * n,
+    }
+
+
+def _write_rejects_atomic(path: Path, rejects: list[Reject]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    write_rejects(partial, rejects)
+    os.replace(partial, path)
