@@ -260,3 +260,47 @@ def test_the_stage_scripts_run_end_to_end(tmp_path):
     assert (
         bad.stderr.strip() == "error: missing.h5: not found; run the extract_keyframes stage first"
     )
+
+
+def test_audio_only_run_writes_empty_video_tables(tmp_path):
+    """With base.modalities [audio] the video stages leave empty, well-formed tables."""
+    from avemotion.h5store import read_attrs, read_meta
+    from avemotion.video import build_visual_tensors, extract_keyframes
+    from avemotion.video.config import VideoParams
+
+    index = pd.DataFrame(
+        {
+            "clip_id": ["a"],
+            "path": [str(tmp_path / "missing.mp4")],
+            "dataset": ["x"],
+            "speaker": ["1"],
+            "gender": ["male"],
+            "emotion": ["sad"],
+            "label": [0],
+            "sentence": [""],
+            "duration_s": [3.0],
+            "has_audio": [True],
+            "has_video": [False],
+            "fold": [0],
+        }
+    )
+    params = {
+        "base": {
+            "modalities": ["audio"],
+            "n_jobs": 1,
+            "segment_s": 2.0,
+            "hop_s": 2.0,
+            "last_segment": "pad",
+            "min_segment_s": 1.0,
+            "seed": 0,
+        },
+        "video": {},
+        "augment": {"rotation_deg": [4]},
+    }
+    keyframes, video = tmp_path / "keyframes.h5", tmp_path / "video.h5"
+    extract_keyframes(index, params, keyframes, tmp_path / "rejects.csv")
+    assert len(read_meta(keyframes)["clip_id"]) == 0
+    assert "no video features" in read_attrs(keyframes)["skipped"]
+    build_visual_tensors(keyframes, params, video)
+    assert len(read_meta(video)["clip_id"]) == 0
+    assert VideoParams.from_params(params).n_keyframes == 16

@@ -236,6 +236,10 @@ def extract_keyframes(
     }
     rejects: list[Reject] = []
     item_shape = (video.n_keyframes, video.keyframe_size, video.keyframe_size)
+    modalities = list(section(params, "base").get("modalities") or ["audio", "video"])
+    if "video" not in modalities:  # an audio-only run: an empty table keeps the DAG whole
+        attrs["skipped"] = f"base.modalities is {modalities}: no video features computed"
+        tasks = []
     work = functools.partial(_extract_task, video=video, segments=segments)
     with SegmentWriter(out_path, item_shape, np.uint8, attrs) as writer:
         for outcome in map_clips(work, tasks, n_jobs, desc="keyframes"):
@@ -251,7 +255,7 @@ def extract_keyframes(
             summary["corrupt_packets"] += result.n_corrupt_packets
             summary["segments_without_face"] += result.n_segments_without_face
         summary["rejects"] = len(rejects)
-        if writer.n_rows == 0:
+        if writer.n_rows == 0 and tasks:
             _write_rejects_atomic(rejects_path, rejects)
             raise BadInputError(f"no clip gave keyframes; {len(rejects)} rejected", rejects_path)
     _write_rejects_atomic(rejects_path, rejects)

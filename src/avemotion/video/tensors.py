@@ -85,7 +85,8 @@ def build_visual_tensors(
     if not keyframes_path.is_file():
         raise BadInputError("not found; run the extract_keyframes stage first", keyframes_path)
     meta = read_meta(keyframes_path)
-    if len(meta["clip_id"]) == 0:
+    modalities = list(section(params, "base").get("modalities") or ["audio", "video"])
+    if len(meta["clip_id"]) == 0 and "video" in modalities:
         raise BadInputError("has no segment rows", keyframes_path)
     with h5py.File(keyframes_path, "r") as handle:
         n_keyframes = handle["x"].shape[1]
@@ -93,6 +94,7 @@ def build_visual_tensors(
     tasks = []
     clip_ids = meta["clip_id"]
     bounds = np.flatnonzero(np.r_[True, clip_ids[1:] != clip_ids[:-1], True])
+    bounds = bounds if len(clip_ids) else np.array([], dtype=np.int64)  # audio-only run
     for start, stop in itertools.pairwise(bounds):
         tasks.append(_TensorTask(int(start), int(stop), angles if allowed[start] else ()))
     attrs = {
