@@ -183,3 +183,10 @@ def test_folds_outside_the_index_split_are_ignored(run) -> None:
     evaluation = evaluate_run(predictions, fusion, one_fold, CLASSES)
     assert evaluation.folds == [0] and evaluation.index_folds == [0, 3]
     assert "1 fold(s) evaluated: 0 (the split has 2)" in report_markdown(evaluation)
+
+
+def test_report_lists_clip_accuracy_per_fold(run) -> None:
+    predictions, fusion, index = run
+    report = report_markdown(evaluate_run(predictions, fusion, index, CLASSES))
+    assert "## Clip-level accuracy per fold (%)" in report
+    assert "| `elm_svm` | 75.0 | 0.0 |" in report  # fold 0: 3 of 4 clips; fold 1: 0 of 1

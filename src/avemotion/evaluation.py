@@ -434,8 +434,27 @@ def report_markdown(evaluation: Evaluation) -> str:
             classes, evaluation.recall_summary(system, "clip"), strict=True
         ):
             lines.append(f"| {name} | {_cell(mean, std)} |")
+    lines += _per_fold_lines(evaluation)
     lines += _fusion_lines(evaluation)
     return "\n".join(lines) + "\n"
+
+
+def _per_fold_lines(evaluation: Evaluation) -> list[str]:
+    """Clip-level accuracy of every system in every fold: the spread behind the std."""
+    folds = sorted({f for per_fold in evaluation.scores.values() for f in per_fold})
+    lines = [
+        "",
+        "## Clip-level accuracy per fold (%)",
+        "",
+        "| system | " + " | ".join(f"fold {f}" for f in folds) + " |",
+        "|---|" + "---|" * len(folds),
+    ]
+    for system, per_fold in evaluation.scores.items():
+        cells = [
+            f"{100 * per_fold[f]['clip']['accuracy']:.1f}" if f in per_fold else "-" for f in folds
+        ]
+        lines.append(f"| `{system}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fusion_lines(evaluation: Evaluation) -> list[str]:
