@@ -146,3 +146,15 @@ def test_baseline_svm_fits_and_pairs_with_video(tmp_path) -> None:
     np.testing.assert_allclose(late["p1"], expected, atol=1e-5)
     np.testing.assert_allclose(svm[["p0", "p1"]].sum(axis=1), 1.0, atol=1e-5)
     assert paths.model.exists() and paths.metrics.exists()
+
+
+def test_calibration_folds_shrink_to_the_rarest_class() -> None:
+    from avemotion.baseline import make_baseline_svm
+
+    settings = BaselineSettings.from_params({"base": {}, "baseline": {}})
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])  # 2 of class 2: 2-fold calibration
+    model = make_baseline_svm(settings, 0, labels).fit(x, labels)
+    np.testing.assert_allclose(model.predict_proba(x).sum(axis=1), 1.0)
+    with pytest.raises(BadInputError, match="at least 2 training segments of every class"):
+        make_baseline_svm(settings, 0, np.array([0, 0, 1]))

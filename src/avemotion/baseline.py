@@ -309,10 +309,24 @@ class BaselinePaths:
         )
 
 
-def make_baseline_svm(settings: BaselineSettings, seed: int) -> Pipeline:
+def make_baseline_svm(
+    settings: BaselineSettings, seed: int, labels: np.ndarray | None = None
+) -> Pipeline:
     """Standardisation (fitted on the training rows), then an SVC with Platt-scaled class
     probabilities: ``CalibratedClassifierCV(method="sigmoid", ensemble=False)``, what
-    ``SVC(probability=True)`` did before scikit-learn 1.9 deprecated it."""
+    ``SVC(probability=True)`` did before scikit-learn 1.9 deprecated it.
+
+    The calibration's cross-validation uses 5 folds, or as many as the rarest class of the
+    training ``labels`` allows (a small corpus or a tiny test run has fewer than 5)."""
+    n_folds = 5
+    if labels is not None:
+        rarest = int(np.bincount(np.asarray(labels)).astype(float)[np.unique(labels)].min())
+        if rarest < 2:
+            raise BadInputError(
+                "the MFCC baseline needs at least 2 training segments of every class to "
+                "calibrate its SVM"
+            )
+        n_folds = min(n_folds, rarest)
     svm = SVC(
         kernel=settings.svm_kernel,
         C=settings.svm_C,
@@ -320,7 +334,8 @@ def make_baseline_svm(settings: BaselineSettings, seed: int) -> Pipeline:
         random_state=seed,
     )
     return make_pipeline(
-        StandardScaler(), CalibratedClassifierCV(svm, method="sigmoid", ensemble=False)
+        StandardScaler(),
+        CalibratedClassifierCV(svm, method="sigmoid", ensemble=False, cv=n_folds),
     )
 
 
@@ -353,7 +368,8 @@ def run_fit_baseline(params: Mapping[str, Any], fold: int, paths: BaselinePaths)
         raise BadInputError(
             f"fold {fold} has {len(train)} training and {len(test)} test rows", paths.mfcc
         )
-    model = make_baseline_svm(settings, seed).fit(x[train], meta["label"][train])
+    labels = meta["label"][train]
+    model = make_baseline_svm(settings, seed, labels).fit(x[train], labels)
     classes = model.classes_
     probs = expand_columns(model.predict_proba(x[test]), classes, n_classes)
     paths.model.parent.mkdir(parents=True, exist_ok=True)
