@@ -633,6 +633,50 @@ class ClipFeatures:
     noisy_copies_left_out: int = 0
 
 
+@dataclass(frozen=True)
+class ClipSegments:
+    """One clip's decoded audio cut into the shared segments.
+
+    ``segments`` is (n_segments, segment_len) with zero padding, ``n_valid`` the real
+    samples in each, ``starts_s`` the start times (s)."""
+
+    segments: np.ndarray
+    n_valid: np.ndarray
+    starts_s: np.ndarray
+    corrupt_packets: int
+
+
+def clip_segments(job: ClipJob, segmenting: Any, sample_rate: int) -> ClipSegments:
+    """Decode ``job``'s audio at ``sample_rate`` and cut it into the shared 2 s segments.
+
+    ``segmenting`` holds the shared segment params (``segment_s``, ``hop_s``,
+    ``last_segment``, ``min_segment_s``) and ``max_missing_s``: the spectrogram and the
+    MFCC baseline read their clips through this one function. Raises
+    :class:`BadInputError` with the reason a clip cannot give a segment.
+    """
+    if not job.has_audio:
+        raise BadInputError("no audio stream (the index records has_audio false)", job.path)
+    starts = segment_starts(
+        job.duration_s,
+        segmenting.segment_s,
+        segmenting.hop_s,
+        segmenting.last_segment,
+        segmenting.min_segment_s,
+    )
+    if starts.size == 0:
+        raise BadInputError(no_segment_reason(job.duration_s, segmenting), job.path)
+    audio = decode_audio(job.path, sample_rate)
+    if job.duration_s - audio.duration_s > segmenting.max_missing_s:
+        raise BadInputError(
+            f"truncated or corrupt: {audio.duration_s:.2f} s of audio decode of the "
+            f"{job.duration_s:.2f} s the index records ({audio.corrupt_packets} corrupt "
+            f"packets; audio.max_missing_s={segmenting.max_missing_s:g})",
+            job.path,
+        )
+    segments, n_valid = cut_segments(audio.samples, audio.sample_rate, starts, segmenting.segment_s)
+    return ClipSegments(segments, n_valid, starts, audio.corrupt_packets)
+
+
 def extract_clip(job: ClipJob, settings: FrontEndSettings) -> ClipFeatures:
     """Decode, segment, augment and turn one clip into spectrogram rows.
 
@@ -640,35 +684,13 @@ def extract_clip(job: ClipJob, settings: FrontEndSettings) -> ClipFeatures:
     A clip that gives no row comes back with ``reject`` set to the reason.
     """
     result = ClipFeatures(job.clip_id, job.path)
-    if not job.has_audio:
-        result.reject = "no audio stream (the index records has_audio false)"
-        return result
-    starts = segment_starts(
-        job.duration_s,
-        settings.segment_s,
-        settings.hop_s,
-        settings.last_segment,
-        settings.min_segment_s,
-    )
-    if starts.size == 0:
-        result.reject = no_segment_reason(job.duration_s, settings)
-        return result
     try:
-        audio = decode_audio(job.path, settings.spectrogram.sample_rate)
+        clip = clip_segments(job, settings, settings.spectrogram.sample_rate)
     except BadInputError as error:
         result.reject = error.reason
         return result
-    result.corrupt_packets = audio.corrupt_packets
-    missing_s = job.duration_s - audio.duration_s
-    if missing_s > settings.max_missing_s:
-        result.reject = (
-            f"truncated or corrupt: {audio.duration_s:.2f} s of audio decode of the "
-            f"{job.duration_s:.2f} s the index records ({audio.corrupt_packets} corrupt "
-            f"packets; audio.max_missing_s={settings.max_missing_s:g})"
-        )
-        return result
-
-    segments, n_valid = cut_segments(audio.samples, audio.sample_rate, starts, settings.segment_s)
+    result.corrupt_packets = clip.corrupt_packets
+    segments, n_valid, starts = clip.segments, clip.n_valid, clip.starts_s
     silent = ~np.any(segments, axis=1)
     result.silent_segments = int(silent.sum())
     blocks, kept, names = [segments], [np.ones(len(segments), dtype=bool)], [""]

@@ -40,7 +40,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from avemotion.audio import ClipJob, clip_jobs, cut_segments, decode_audio
+from avemotion.audio import ClipJob, clip_jobs, clip_segments
 from avemotion.errors import BadInputError
 from avemotion.evaluation import write_predictions
 from avemotion.fusion import SVM_KERNELS, expand_columns, n_classes_of, read_branch, run_modalities
@@ -48,7 +48,6 @@ from avemotion.h5store import SegmentWriter, read_meta
 from avemotion.parallel import map_clips
 from avemotion.params import resolve_n_jobs, section
 from avemotion.rejects import Reject, write_rejects
-from avemotion.segments import segment_starts
 from avemotion.splits import test_rows, train_rows
 
 STAGE = "build_mfcc"
@@ -178,31 +177,12 @@ class ClipMfcc:
 def clip_mfcc(job: ClipJob, settings: BaselineSettings) -> ClipMfcc:
     """Decode one clip, cut the shared segments, and compute each one's statistics."""
     result = ClipMfcc(job.clip_id, job.path)
-    if not job.has_audio:
-        result.reject = "no audio stream (the index records has_audio false)"
-        return result
-    starts = segment_starts(
-        job.duration_s,
-        settings.segment_s,
-        settings.hop_s,
-        settings.last_segment,
-        settings.min_segment_s,
-    )
-    if starts.size == 0:
-        result.reject = f"no analysis segment in {job.duration_s:.2f} s (see base.last_segment)"
-        return result
     try:
-        audio = decode_audio(job.path, settings.sample_rate)
+        clip = clip_segments(job, settings, settings.sample_rate)
     except BadInputError as error:
         result.reject = error.reason
         return result
-    if job.duration_s - audio.duration_s > settings.max_missing_s:
-        result.reject = (
-            f"truncated or corrupt: {audio.duration_s:.2f} s of audio of the {job.duration_s:.2f}"
-            f" s the index records (audio.max_missing_s={settings.max_missing_s:g})"
-        )
-        return result
-    segments, n_valid = cut_segments(audio.samples, audio.sample_rate, starts, settings.segment_s)
+    segments, n_valid, starts = clip.segments, clip.n_valid, clip.starts_s
     keep = n_valid > 0
     result.x = (
         np.stack(
