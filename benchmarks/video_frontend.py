@@ -36,7 +36,6 @@ from avemotion.video import (
     VideoParams,
     build_visual_tensors,
     extract_keyframes,
-    fork_safe_opencv,
 )
 from avemotion.video.decode import gray_frames
 
@@ -67,8 +66,7 @@ def _count_frames(path: Path) -> int:
 
 def _decode_only(clips: list[Path], n_jobs: int) -> tuple[int, float]:
     start = time.perf_counter()
-    with fork_safe_opencv(n_jobs):
-        n_frames = sum(map_clips(_count_frames, clips, n_jobs, desc="decode"))
+    n_frames = sum(map_clips(_count_frames, clips, n_jobs, desc="decode"))
     return n_frames, time.perf_counter() - start
 
 
