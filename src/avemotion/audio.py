@@ -70,7 +70,7 @@ from python_speech_features.base import get_filterbanks
 
 from avemotion.augment import add_white_noise, clip_rng
 from avemotion.errors import BadInputError
-from avemotion.h5store import META_COLUMNS, SegmentWriter
+from avemotion.h5store import META_COLUMNS, SegmentWriter, clip_rows
 from avemotion.media import open_container
 from avemotion.parallel import map_clips
 from avemotion.params import resolve_n_jobs, section
@@ -713,19 +713,7 @@ def _rows(
     """Meta columns for the rows of :func:`extract_clip`, in the same order as ``x``."""
     segment = np.concatenate([np.flatnonzero(mask) for mask in kept])
     augmentation = [name for name, mask in zip(names, kept, strict=True) for _ in range(mask.sum())]
-    n = len(segment)
-    return {
-        "clip_id": [job.clip_id] * n,
-        "segment": segment.tolist(),
-        "start_s": starts[segment].tolist(),
-        "speaker": [job.speaker] * n,
-        "gender": [job.gender] * n,
-        "emotion": [job.emotion] * n,
-        "label": [job.label] * n,
-        "fold": [job.fold] * n,
-        "augmented": [name != "" for name in augmentation],
-        "augmentation": augmentation,
-    }
+    return clip_rows(job, segment, starts[segment], augmentation)
 
 
 # --------------------------------------------------------------------------- the stage

@@ -44,7 +44,7 @@ from avemotion.audio import ClipJob, clip_jobs, clip_segments
 from avemotion.errors import BadInputError
 from avemotion.evaluation import write_predictions
 from avemotion.fusion import SVM_KERNELS, expand_columns, n_classes_of, read_branch, run_modalities
-from avemotion.h5store import SegmentWriter, read_meta
+from avemotion.h5store import SegmentWriter, clip_rows, read_meta
 from avemotion.parallel import map_clips
 from avemotion.params import resolve_n_jobs, section
 from avemotion.rejects import Reject, write_rejects
@@ -242,18 +242,7 @@ def build_mfcc_features(
             job, n = by_id[result.clip_id], len(result.x)
             writer.append(
                 result.x,
-                {
-                    "clip_id": [job.clip_id] * n,
-                    "segment": result.segments.tolist(),
-                    "start_s": result.starts_s.tolist(),
-                    "speaker": [job.speaker] * n,
-                    "gender": [job.gender] * n,
-                    "emotion": [job.emotion] * n,
-                    "label": [job.label] * n,
-                    "fold": [job.fold] * n,
-                    "augmented": [False] * n,
-                    "augmentation": [""] * n,
-                },
+                clip_rows(job, result.segments, result.starts_s),
             )
             summary["clips_written"] += 1
             summary["rows"] += n

@@ -19,7 +19,7 @@ number of clips.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,35 @@ _COLUMN_DTYPES: dict[str, Any] = {
     "augmented": np.bool_,
 }
 _STR = h5py.string_dtype(encoding="utf-8")
+
+
+def clip_rows(
+    clip: Any,
+    segments: Sequence[int] | np.ndarray,
+    starts_s: Sequence[float] | np.ndarray,
+    augmentation: Sequence[str] | None = None,
+) -> dict[str, list[Any]]:
+    """The meta columns of one clip's rows, ready for :meth:`SegmentWriter.append`.
+
+    ``clip`` is anything with ``clip_id, speaker, gender, emotion, label, fold``
+    attributes (an index row, a front-end job); ``segments`` and ``starts_s`` give each
+    row's segment index and start time, and ``augmentation`` its copy name (``""`` for an
+    original row, the default for every row).
+    """
+    n = len(segments)
+    names = [""] * n if augmentation is None else list(augmentation)
+    return {
+        "clip_id": [clip.clip_id] * n,
+        "segment": [int(i) for i in segments],
+        "start_s": [float(t) for t in starts_s],
+        "speaker": [clip.speaker] * n,
+        "gender": [clip.gender] * n,
+        "emotion": [clip.emotion] * n,
+        "label": [int(clip.label)] * n,
+        "fold": [int(clip.fold)] * n,
+        "augmented": [name != "" for name in names],
+        "augmentation": names,
+    }
 
 
 class SegmentWriter:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from avemotion.errors import BadInputError
-from avemotion.h5store import SegmentWriter
+from avemotion.h5store import SegmentWriter, clip_rows
 from avemotion.parallel import map_clips
 from avemotion.params import resolve_n_jobs, section
 from avemotion.rejects import Reject, write_rejects
@@ -247,7 +247,8 @@ def extract_keyframes(
                 rejects.append(outcome.reject)
                 continue
             result = outcome.result
-            writer.append(result.keyframes, _meta_rows(rows[outcome.clip_id], result))
+            clip = rows[outcome.clip_id]
+            writer.append(result.keyframes, clip_rows(clip, result.segments, result.starts_s))
             summary["clips"] += 1
             summary["segments"] += len(result.segments)
             summary["frames"] += result.n_frames
@@ -260,22 +261,6 @@ def extract_keyframes(
             raise BadInputError(f"no clip gave keyframes; {len(rejects)} rejected", rejects_path)
     _write_rejects_atomic(rejects_path, rejects)
     return summary
-
-
-def _meta_rows(row: Any, result: ClipKeyframes) -> dict[str, list[Any]]:
-    n = len(result.segments)
-    return {
-        "clip_id": [row.clip_id] * n,
-        "segment": result.segments.tolist(),
-        "start_s": result.starts_s.tolist(),
-        "speaker": [row.speaker] * n,
-        "gender": [row.gender] * n,
-        "emotion": [row.emotion] * n,
-        "label": [int(row.label)] * n,
-        "fold": [int(row.fold)] * n,
-        "augmented": [False] * n,
-        "augmentation": [""] * n,
-    }
 
 
 def _write_rejects_atomic(path: Path, rejects: list[Reject]) -> None:
