@@ -6,8 +6,8 @@
 Over every clip under ``--root`` (1080 RAVDESS speech FLACs by default) it times
 
 - decode only: PyAV demux + decode of the first audio stream to numpy arrays, nothing else;
-- front-end: :func:`avemotion.audio.extract_clip`, i.e. decode + resample + downmix +
-  2 s segments + log-mel/delta/delta-delta images, as the stage runs it per clip;
+- front-end: :func:`avemotion.audio.extract_clips`, i.e. decode + resample + downmix +
+  2 s segments + log-mel/delta/delta-delta images, on the stage's batches of clips;
 - stage: :func:`avemotion.audio.build_audio_features`, the front-end plus HDF5 writing,
 
 and prints segments per second for each, the front-end/decode ratio (target: <= 2) and
@@ -34,36 +34,45 @@ from pathlib import Path
 import pandas as pd
 
 from avemotion.audio import (
+    CLIPS_PER_TASK,
     FrontEndSettings,
     build_audio_features,
     clip_jobs,
-    extract_clip,
+    extract_clips,
 )
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, open_container, probe
-from avemotion.parallel import map_clips
+from avemotion.parallel import map_clip_batches
 from avemotion.segments import segment_starts
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech"
 
 
-def decode_only(path: str) -> int:
-    """Decode the first audio stream to arrays and do nothing else; returns the sample count."""
-    n_samples = 0
-    with open_container(path) as container:
-        stream = container.streams.audio[0]
-        for packet in container.demux(stream):
-            for frame in packet.decode():
-                n_samples += frame.to_ndarray().shape[-1]
-    return n_samples
+def decode_only(paths: list[str]) -> list[int]:
+    """Decode the first audio stream of each file to arrays and do nothing else.
+
+    Takes the same batches of clips as the front-end, so that both pay the same
+    inter-process costs; returns each file's sample count.
+    """
+    counts = []
+    for path in paths:
+        n_samples = 0
+        with open_container(path) as container:
+            stream = container.streams.audio[0]
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    n_samples += frame.to_ndarray().shape[-1]
+        counts.append(n_samples)
+    return counts
 
 
-def run_front_end(job, settings: FrontEndSettings) -> int:
-    """The stage's per-clip work; returns the number of rows it made."""
-    result = extract_clip(job, settings)
-    if result.reject is not None:
-        raise SystemExit(f"{job.path}: {result.reject}")
-    return len(result.x)
+def run_front_end(jobs, settings: FrontEndSettings) -> list[int]:
+    """The stage's work on a batch of clips; returns the number of rows of each."""
+    results = extract_clips(jobs, settings)
+    for result in results:
+        if result.reject is not None:
+            raise SystemExit(f"{result.path}: {result.reject}")
+    return [len(result.x) for result in results]
 
 
 def build_index(root: Path, limit: int | None) -> pd.DataFrame:
@@ -85,9 +94,10 @@ def build_index(root: Path, limit: int | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 
 
-def timed(function, items, n_jobs: int) -> float:
+def timed(results) -> float:
+    """Seconds to exhaust an iterator of results."""
     start = time.perf_counter()
-    for _ in map_clips(function, items, n_jobs, desc=getattr(function, "__name__", "clips")):
+    for _ in results:
         pass
     return time.perf_counter() - start
 
@@ -112,13 +122,14 @@ def main() -> None:
     jobs = clip_jobs(index, augment=False)
     paths = index.path.tolist()
     front_end = functools.partial(run_front_end, settings=settings)
-    front_end.__name__ = "front-end"  # type: ignore[attr-defined]
 
     decode_s, front_s, stage_s = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
-            decode_s.append(timed(decode_only, paths, args.n_jobs))
-            front_s.append(timed(front_end, jobs, args.n_jobs))
+            decoding = map_clip_batches(decode_only, paths, CLIPS_PER_TASK, args.n_jobs, "decode")
+            decode_s.append(timed(decoding))
+            front = map_clip_batches(front_end, jobs, CLIPS_PER_TASK, args.n_jobs, "front-end")
+            front_s.append(timed(front))
         start = time.perf_counter()
         build_audio_features(index, params, Path(tmp) / "audio.h5", Path(tmp) / "rejects.csv")
         stage_s.append(time.perf_counter() - start)

@@ -16,18 +16,23 @@ from conftest import REPO, shared
 from python_speech_features import delta as psf_delta
 from python_speech_features import fbank
 
+import avemotion.audio as audio_module
 from avemotion.audio import (
     FrontEndSettings,
     SpectrogramConfig,
     build_audio_features,
+    clip_jobs,
     cut_segments,
     decode_audio,
     delta,
+    extract_clips,
+    frame_samples,
     log_mel,
     mel_filterbank,
     noisy_copies,
     snr_name,
     spectrogram,
+    to_mono,
 )
 from avemotion.augment import clip_rng
 from avemotion.errors import BadInputError
@@ -152,6 +157,32 @@ def snr_db_of(clean: np.ndarray, noisy: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize(
+    "sample_format", ["u8", "s16", "s32", "flt", "dbl", "s16p", "fltp", "dblp"]
+)
+@pytest.mark.parametrize("layout", ["mono", "stereo", "5.1"])
+def test_frame_samples_reads_every_sample_format_as_to_ndarray(sample_format, layout):
+    """The zero-copy read of a frame's planes equals PyAV's to_ndarray, and to_mono scales
+    every format to the same [-1, 1] channel mean."""
+    channels = LAYOUT_CHANNELS[layout]
+    rng = np.random.default_rng(3)
+    signal = rng.uniform(-0.9, 0.9, (channels, 1000))
+    dtype = {"u8": np.uint8, "s16": np.int16, "s32": np.int32}.get(sample_format.rstrip("p"))
+    if dtype is None:
+        data = signal.astype(np.float32 if sample_format.startswith("flt") else np.float64)
+    else:
+        half_range = 2.0 ** (8 * np.dtype(dtype).itemsize - 1)  # u8 is offset binary
+        data = np.round(signal * half_range + (128 if dtype is np.uint8 else 0)).astype(dtype)
+    planar = sample_format.endswith("p")
+    array = data if planar else data.T.reshape(1, -1)  # packed formats interleave
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(array), sample_format, layout)
+    samples = frame_samples(frame, sample_format, channels)
+    np.testing.assert_array_equal(samples, frame.to_ndarray())
+    mono = to_mono(samples, sample_format, channels)
+    assert mono.dtype == np.float32 and mono.shape == (1000,)
+    np.testing.assert_allclose(mono, signal.mean(axis=0), atol=2 / 256)
 
 
 @pytest.mark.parametrize(
@@ -434,6 +465,55 @@ def test_stage_outcome_for_each_bad_input(tmp_path):
         )
         np.testing.assert_allclose(x[row], spectrogram(noisy, settings.spectrogram), atol=1e-5)
     assert np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3, 32])
+def test_clips_together_give_the_rows_of_clips_one_at_a_time(tmp_path, monkeypatch, batch_rows):
+    """extract_clips computes the spectrograms of several clips' rows in one call; a
+    rejected clip in the middle of a batch and flushes at any row count change nothing."""
+    paths = [
+        write_audio(tmp_path / "a.wav", tone(300, 16000, 4.5), 16000),
+        tmp_path / "missing.wav",
+        write_audio(tmp_path / "b.flac", tone(900, 22050, 2.4), 22050, "stereo"),
+        write_audio(tmp_path / "c.wav", tone(2000, 16000, 3.1), 16000),
+    ]
+    rows = [index_row(p, duration_s=d) for p, d in zip(paths, (4.5, 2.0, 2.4, 3.1), strict=True)]
+    settings = FrontEndSettings.from_params(make_params((20,)))
+    jobs = clip_jobs(make_index(rows), augment=True)
+    monkeypatch.setattr(audio_module, "BATCH_ROWS", batch_rows)
+    together = extract_clips(jobs, settings)
+    alone = [extract_clips([job], settings)[0] for job in jobs]
+    assert [r.clip_id for r in together] == [job.clip_id for job in jobs]
+    assert together[1].reject == "file not found" and together[1].x is None
+    for mine, reference in zip(together, alone, strict=True):
+        assert mine.rows == reference.rows and mine.reject == reference.reject
+        if reference.x is not None:
+            assert len(mine.x) == len(mine.rows["clip_id"]) > 0
+            np.testing.assert_allclose(mine.x, reference.x, atol=1e-5)
+    # 4.5 s: 2 segments (0.5 s left < min_segment_s); 2.4 s: 1; 3.1 s: 2; each + 1 copy
+    assert [len(r.x) for r in together if r.x is not None] == [2 * 2, 1 * 2, 2 * 2]
+
+
+def test_workers_compute_the_parents_spectrograms_after_it_used_torch_threads():
+    """The spectrogram runs on torch: a parent that used torch's thread pool and then forks
+    must not hang its workers, and they must give the parent's numbers."""
+    script = """
+import numpy as np, torch
+from avemotion.audio import SpectrogramConfig, spectrogram
+from avemotion.parallel import map_clips
+torch.set_num_threads(2)
+signals = np.random.default_rng(0).standard_normal((12, 32000)).astype(np.float32)
+here = spectrogram(signals, SpectrogramConfig())
+def rows(i):
+    return spectrogram(signals[i : i + 3], SpectrogramConfig())
+there = np.concatenate(list(map_clips(rows, range(0, 12, 3), n_jobs=2)))
+print(np.abs(here - there).max() < 1e-5)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
 
 
 def test_video_only_run_writes_an_empty_table(tmp_path):

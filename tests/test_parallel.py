@@ -1,4 +1,5 @@
-"""map_clips: ordered results, and no deadlock when the parent already used OpenCV threads."""
+"""map_clips and map_clip_batches: ordered results, and no deadlock when the parent already
+used OpenCV threads."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import subprocess
 import sys
 import textwrap
 
-from avemotion.parallel import map_clips
+import pytest
+
+from avemotion.parallel import map_clip_batches, map_clips
 
 
 def square(x: int) -> int:
@@ -16,6 +19,26 @@ def square(x: int) -> int:
 def test_results_come_back_in_order_on_two_processes():
     assert list(map_clips(square, range(12), n_jobs=2)) == [x * x for x in range(12)]
     assert list(map_clips(square, [3], n_jobs=2)) == [9]
+
+
+def squares(batch: list[int]) -> list[int]:
+    return [x * x for x in batch]
+
+
+def one_short(batch: list[int]) -> list[int]:
+    return squares(batch)[:-1]
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.parametrize("batch_size", [1, 4, 5, 50])
+def test_batches_give_one_result_per_item_in_order(n_jobs, batch_size):
+    results = map_clip_batches(squares, range(13), batch_size, n_jobs=n_jobs)
+    assert list(results) == [x * x for x in range(13)]
+
+
+def test_a_batch_result_of_the_wrong_length_is_an_error():
+    with pytest.raises(ValueError, match="2 results for a batch of 3"):
+        list(map_clip_batches(one_short, range(6), 3))
 
 
 def test_workers_do_not_hang_after_the_parent_ran_multithreaded_opencv():

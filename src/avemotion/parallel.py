@@ -46,21 +46,48 @@ def map_clips(
     items = list(items)
     total = len(items) if total is None else total
     with tqdm(total=total, desc=desc, unit="clip", dynamic_ncols=True) as progress:
-        if n_jobs <= 1 or len(items) <= 1:
-            for item in items:
-                yield function(item)
-                progress.update()
-            return
-        # A process that ran multi-threaded OpenCV and then forks leaves its children a
-        # thread pool without threads, and their cv2.setNumThreads waits forever: hold
-        # this process to one OpenCV thread while the workers are forked and run.
-        opencv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
-            context = multiprocessing.get_context("fork")
-            with context.Pool(n_jobs, initializer=_single_threaded_worker) as pool:
-                for result in pool.imap(function, items, chunksize=1):
-                    yield result
-                    progress.update()
-        finally:
-            cv2.setNumThreads(opencv_threads)
+        for result in _ordered_map(function, items, n_jobs):
+            yield result
+            progress.update()
+
+
+def map_clip_batches(
+    function: Callable[[list[T]], list[R]],
+    items: Iterable[T],
+    batch_size: int,
+    n_jobs: int = 1,
+    desc: str = "clips",
+) -> Iterator[R]:
+    """:func:`map_clips` for work that is cheaper a few clips at a time.
+
+    ``function`` takes a list of up to ``batch_size`` consecutive items and returns one
+    result per item. Results still come one per item, in input order, and the progress
+    bar counts items. Batching pays a stage's fixed costs per call once per batch and
+    lets the decoder run several clips in a row while its code and tables are in cache.
+    """
+    items = list(items)
+    batches = [items[i : i + batch_size] for i in range(0, len(items), max(1, batch_size))]
+    with tqdm(total=len(items), desc=desc, unit="clip", dynamic_ncols=True) as progress:
+        for batch, results in zip(batches, _ordered_map(function, batches, n_jobs), strict=True):
+            if len(results) != len(batch):
+                raise ValueError(f"{desc}: {len(results)} results for a batch of {len(batch)}")
+            yield from results
+            progress.update(len(batch))
+
+
+def _ordered_map(function: Callable[[T], R], items: list[T], n_jobs: int) -> Iterator[R]:
+    """``function`` over ``items`` in order: here when ``n_jobs <= 1``, else on a pool."""
+    if n_jobs <= 1 or len(items) <= 1:
+        yield from map(function, items)
+        return
+    # A process that ran multi-threaded OpenCV and then forks leaves its children a
+    # thread pool without threads, and their cv2.setNumThreads waits forever: hold
+    # this process to one OpenCV thread while the workers are forked and run.
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(n_jobs, initializer=_single_threaded_worker) as pool:
+            yield from pool.imap(function, items, chunksize=1)
+    finally:
+        cv2.setNumThreads(opencv_threads)
