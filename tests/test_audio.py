@@ -145,7 +145,7 @@ def make_params(snr_db=(), last_segment="pad", modalities=("audio", "video"), n_
 def features_of(path: Path, duration_s: float, settings: FrontEndSettings) -> np.ndarray:
     """The original rows of a clip, recomputed step by step."""
     audio = decode_audio(path, settings.spectrogram.sample_rate)
-    starts = segment_starts(duration_s, 2.0, 2.0, settings.last_segment, 1.0)
+    starts = settings.segments.starts(duration_s)
     segments, _ = cut_segments(audio.samples, audio.sample_rate, starts, 2.0)
     return spectrogram(segments, settings.spectrogram)
 

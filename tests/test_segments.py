@@ -1,11 +1,16 @@
-"""The segment rule both branches share."""
+"""The segment rule both branches share, and the one reader of its params."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
-from avemotion.segments import segment_starts
+from avemotion.audio import FrontEndSettings
+from avemotion.baseline import BaselineSettings
+from avemotion.errors import BadInputError
+from avemotion.segments import SegmentParams, segment_starts
 
 
 @pytest.mark.parametrize(
@@ -42,3 +47,28 @@ def test_bad_arguments():
         segment_starts(3.0, last_segment="repeat")
     with pytest.raises(ValueError, match="positive"):
         segment_starts(3.0, hop_s=0)
+
+
+def test_segment_params_are_read_once_for_every_branch():
+    """The audio and video front-ends and the MFCC baseline read the same ``base:`` keys."""
+    params = {"base": {"segment_s": "1.5", "hop_s": 1, "last_segment": "drop"}, "audio": {}}
+    segments = SegmentParams.from_params(params)
+    assert segments == SegmentParams(1.5, 1.0, "drop", 1.0)
+    assert FrontEndSettings.from_params(params).segments == segments
+    assert BaselineSettings.from_params(params).segments == segments
+    assert segments.starts(3.2).tolist() == [0.0, 1.0]
+    assert segments.no_segment_reason(1.2).startswith("no analysis segment: 1.20 s")
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        ({"segment_s": 0}, "base.segment_s=0.0 and base.hop_s=2.0 must be positive"),
+        ({"hop_s": "x"}, "base.hop_s='x' is not a number"),
+        ({"last_segment": "keep"}, "base.last_segment='keep' must be 'pad' or 'drop'"),
+        ({"min_segment_s": -1}, "base.min_segment_s=-1.0 must be >= 0"),
+    ],
+)
+def test_bad_segment_params_name_their_key(base, message):
+    with pytest.raises(BadInputError, match=re.escape(message)):
+        SegmentParams.from_params({"base": base})

@@ -7,7 +7,7 @@ A clip goes through five steps, each a function here:
    channels (a 5.1 file keeps the level of the same voice in mono and never clips) and
    resampled to ``audio.sample_rate`` by scipy's polyphase anti-aliasing filter.
    Corrupt packets are counted and skipped.
-2. :func:`cut_segments`: the 2 s spans of :func:`avemotion.segments.segment_starts`
+2. :func:`cut_segments`: the 2 s spans of :class:`avemotion.segments.SegmentParams`
    (the same spans as the video branch), zero-padded where a partial last segment or a
    short clip runs out of audio.
 3. :func:`noisy_copies` (training-side clips only): white Gaussian noise at each
@@ -77,7 +77,7 @@ from avemotion.media import open_container
 from avemotion.parallel import map_clip_batches
 from avemotion.params import resolve_n_jobs, section
 from avemotion.rejects import Reject, write_rejects
-from avemotion.segments import segment_starts
+from avemotion.segments import SegmentParams
 from avemotion.splits import augment_mask
 
 #: The three image channels of a spectrogram row, in order (last axis of ``/x``).
@@ -153,10 +153,7 @@ class FrontEndSettings:
     """Everything one clip's worker needs, read once from ``params.yaml``."""
 
     spectrogram: SpectrogramConfig
-    segment_s: float = 2.0
-    hop_s: float = 2.0
-    last_segment: str = "pad"
-    min_segment_s: float = 1.0
+    segments: SegmentParams = field(default_factory=SegmentParams)
     snr_db: tuple[float, ...] = ()
     seed: int = 42
     max_missing_s: float = 0.5
@@ -164,7 +161,7 @@ class FrontEndSettings:
     @property
     def segment_len(self) -> int:
         """Samples in one analysis segment at the target rate."""
-        return round(self.segment_s * self.spectrogram.sample_rate)
+        return round(self.segments.segment_s * self.spectrogram.sample_rate)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FrontEndSettings:
@@ -177,9 +174,10 @@ class FrontEndSettings:
         base = section(dict(params), "base")
         augment = dict(params.get("augment") or {})
         max_missing_s = audio.pop("max_missing_s", 0.5)
-        segment_s = float(base.get("segment_s", 2.0))
+        segments = SegmentParams.from_params(params)
         if audio.get("n_frames", 100) is None:
-            audio["n_frames"] = round(segment_s / audio.get("step_s", SpectrogramConfig.step_s))
+            step_s = audio.get("step_s", SpectrogramConfig.step_s)
+            audio["n_frames"] = round(segments.segment_s / step_s)
         try:
             snr_db = tuple(float(s) for s in (augment.get("snr_db") or []))
         except (TypeError, ValueError):
@@ -187,10 +185,7 @@ class FrontEndSettings:
             raise BadInputError(f"params augment.snr_db={snr!r} must be numbers") from None
         settings = cls(
             spectrogram=SpectrogramConfig(**audio),
-            segment_s=segment_s,
-            hop_s=float(base.get("hop_s", 2.0)),
-            last_segment=str(base.get("last_segment", "pad")),
-            min_segment_s=float(base.get("min_segment_s", 1.0)),
+            segments=segments,
             snr_db=snr_db,
             seed=int(base.get("seed", 42)),
             max_missing_s=max_missing_s,
@@ -219,7 +214,7 @@ class FrontEndSettings:
         if self.segment_len > c.span_len:
             problems.append(
                 f"audio.n_frames={c.n_frames} frames cover {c.span_len / c.sample_rate:.3f} s, "
-                f"less than base.segment_s={self.segment_s}; raise n_frames"
+                f"less than base.segment_s={self.segments.segment_s}; raise n_frames"
             )
         elif c.span_len >= 2 * self.segment_len:
             problems.append(
@@ -239,13 +234,7 @@ class FrontEndSettings:
             "stage": STAGE,
             "params": {
                 "audio": {**asdict(c), "max_missing_s": self.max_missing_s},
-                "base": {
-                    "segment_s": self.segment_s,
-                    "hop_s": self.hop_s,
-                    "last_segment": self.last_segment,
-                    "min_segment_s": self.min_segment_s,
-                    "seed": self.seed,
-                },
+                "base": {**asdict(self.segments), "seed": self.seed},
                 "augment": {"snr_db": list(self.snr_db)},
             },
             "resolved": {
@@ -256,17 +245,12 @@ class FrontEndSettings:
                 "segment_len": self.segment_len,
             },
             "channels": list(CHANNELS),
-            "last_segment": self.last_segment,
+            "last_segment": self.segments.last_segment,
             "log_floor": c.log_floor,
             # free text goes in one mapping: stored as YAML, so colons and commas survive
             "choices": {
                 "layout": "x[row, mel band, frame, channel], channels " + ", ".join(CHANNELS),
-                "segment_padding": (
-                    f"a partial last segment (and a clip shorter than {self.segment_s} s) of at "
-                    f"least {self.min_segment_s} s is zero-padded to {self.segment_s} s"
-                    if self.last_segment == "pad"
-                    else "a partial last segment (and a clip shorter than a segment) is dropped"
-                ),
+                "segment_padding": self.segments.padding_rule(),
                 "frame_padding": FRAME_PADDING,
                 "downmix": "mean of all channels, then scipy.signal.resample_poly to sample_rate",
                 "noise": NOISE_RULE,
@@ -458,19 +442,6 @@ def cut_segments(
         segments[row, :valid] = samples[start : start + valid]
         segments[row, valid:] = 0
     return segments, n_valid
-
-
-def no_segment_reason(duration_s: float, settings: FrontEndSettings) -> str:
-    """Why :func:`segment_starts` gives a clip no segment, in the params' own words."""
-    if settings.last_segment == "drop":
-        return (
-            f"no analysis segment: {duration_s:.2f} s is shorter than base.segment_s="
-            f"{settings.segment_s:g} and base.last_segment is drop"
-        )
-    return (
-        f"no analysis segment: {duration_s:.2f} s is shorter than base.min_segment_s="
-        f"{settings.min_segment_s:g}"
-    )
 
 
 # --------------------------------------------------------------------------- spectrogram
@@ -697,35 +668,31 @@ class ClipSegments:
     corrupt_packets: int
 
 
-def clip_segments(job: ClipJob, segmenting: Any, sample_rate: int) -> ClipSegments:
-    """Decode ``job``'s audio at ``sample_rate`` and cut it into the shared 2 s segments.
+def clip_segments(
+    job: ClipJob, segments: SegmentParams, sample_rate: int, max_missing_s: float
+) -> ClipSegments:
+    """Decode ``job``'s audio at ``sample_rate`` and cut it into the shared segments.
 
-    ``segmenting`` holds the shared segment params (``segment_s``, ``hop_s``,
-    ``last_segment``, ``min_segment_s``) and ``max_missing_s``: the spectrogram and the
-    MFCC baseline read their clips through this one function. Raises
-    :class:`BadInputError` with the reason a clip cannot give a segment.
+    The spectrogram and the MFCC baseline read their clips through this one function.
+    Audio more than ``max_missing_s`` shorter than the index's duration is a truncated
+    or corrupt file. Raises :class:`BadInputError` with the reason a clip cannot give a
+    segment.
     """
     if not job.has_audio:
         raise BadInputError("no audio stream (the index records has_audio false)", job.path)
-    starts = segment_starts(
-        job.duration_s,
-        segmenting.segment_s,
-        segmenting.hop_s,
-        segmenting.last_segment,
-        segmenting.min_segment_s,
-    )
+    starts = segments.starts(job.duration_s)
     if starts.size == 0:
-        raise BadInputError(no_segment_reason(job.duration_s, segmenting), job.path)
+        raise BadInputError(segments.no_segment_reason(job.duration_s), job.path)
     audio = decode_audio(job.path, sample_rate)
-    if job.duration_s - audio.duration_s > segmenting.max_missing_s:
+    if job.duration_s - audio.duration_s > max_missing_s:
         raise BadInputError(
             f"truncated or corrupt: {audio.duration_s:.2f} s of audio decode of the "
             f"{job.duration_s:.2f} s the index records ({audio.corrupt_packets} corrupt "
-            f"packets; audio.max_missing_s={segmenting.max_missing_s:g})",
+            f"packets; audio.max_missing_s={max_missing_s:g})",
             job.path,
         )
-    segments, n_valid = cut_segments(audio.samples, audio.sample_rate, starts, segmenting.segment_s)
-    return ClipSegments(segments, n_valid, starts, audio.corrupt_packets)
+    signals, n_valid = cut_segments(audio.samples, audio.sample_rate, starts, segments.segment_s)
+    return ClipSegments(signals, n_valid, starts, audio.corrupt_packets)
 
 
 #: Clips a worker takes at a time (see :func:`avemotion.parallel.map_clip_batches`).
@@ -768,7 +735,9 @@ def _clip_signals(
     (None for a rejected clip)."""
     result = ClipFeatures(job.clip_id, job.path)
     try:
-        clip = clip_segments(job, settings, settings.spectrogram.sample_rate)
+        clip = clip_segments(
+            job, settings.segments, settings.spectrogram.sample_rate, settings.max_missing_s
+        )
     except BadInputError as error:
         result.reject = error.reason
         return result, None

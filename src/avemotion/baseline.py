@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from avemotion.h5store import SegmentWriter, clip_rows, read_meta
 from avemotion.parallel import map_clips
 from avemotion.params import resolve_n_jobs, section
 from avemotion.rejects import Reject, write_rejects
+from avemotion.segments import SegmentParams
 from avemotion.splits import test_rows, train_rows
 
 STAGE = "build_mfcc"
@@ -69,10 +70,7 @@ class BaselineSettings:
     svm_gamma: str | float = "scale"
     sample_rate: int = 16000
     max_missing_s: float = 0.5
-    segment_s: float = 2.0
-    hop_s: float = 2.0
-    last_segment: str = "pad"
-    min_segment_s: float = 1.0
+    segments: SegmentParams = field(default_factory=SegmentParams)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> BaselineSettings:
@@ -83,16 +81,12 @@ class BaselineSettings:
         unknown = sorted(set(given) - own)
         if unknown:
             raise BadInputError(f"params baseline: unknown keys {unknown}; known: {sorted(own)}")
-        base = section(dict(params), "base")
         audio = dict(params.get("audio") or {})
         settings = cls(
             **given,
             sample_rate=int(audio.get("sample_rate", 16000)),
             max_missing_s=float(audio.get("max_missing_s", 0.5)),
-            segment_s=float(base.get("segment_s", 2.0)),
-            hop_s=float(base.get("hop_s", 2.0)),
-            last_segment=str(base.get("last_segment", "pad")),
-            min_segment_s=float(base.get("min_segment_s", 1.0)),
+            segments=SegmentParams.from_params(params),
         )
         settings.check()
         return settings
@@ -178,7 +172,7 @@ def clip_mfcc(job: ClipJob, settings: BaselineSettings) -> ClipMfcc:
     """Decode one clip, cut the shared segments, and compute each one's statistics."""
     result = ClipMfcc(job.clip_id, job.path)
     try:
-        clip = clip_segments(job, settings, settings.sample_rate)
+        clip = clip_segments(job, settings.segments, settings.sample_rate, settings.max_missing_s)
     except BadInputError as error:
         result.reject = error.reason
         return result

@@ -4,14 +4,19 @@ Segment ``i`` of a clip spans ``[i * hop_s, i * hop_s + segment_s)`` in the clip
 time, in the audio branch and in the video branch alike, so that the fusion stage can
 pair rows by ``(clip_id, segment)``. Both branches compute the spans from the clip
 duration recorded in ``data/index.csv`` with :func:`segment_starts`, never from their
-own stream's length, so they cannot disagree.
+own stream's length, so they cannot disagree. :class:`SegmentParams` reads the ``base:``
+keys that set the spans, once for every branch.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 import numpy as np
+
+from avemotion.errors import BadInputError
 
 LastSegment = Literal["pad", "drop"]
 
@@ -54,3 +59,75 @@ def segment_starts(
     ):
         starts.append(next_start)
     return np.asarray(starts, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """The segment keys of ``base:``, read in this one place for every branch.
+
+    The audio and video front-ends and the MFCC baseline all cut their clips with these
+    values, so a row ``(clip_id, segment)`` means the same span of time in each file.
+    """
+
+    segment_s: float = 2.0
+    hop_s: float = 2.0
+    last_segment: LastSegment = "pad"
+    min_segment_s: float = 1.0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SegmentParams:
+        """Read ``base.{segment_s,hop_s,last_segment,min_segment_s}`` (each optional); check."""
+        base = params.get("base") or {}
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name not in base:
+                continue
+            value = base[spec.name]
+            try:
+                values[spec.name] = str(value) if spec.name == "last_segment" else float(value)
+            except (TypeError, ValueError):
+                raise BadInputError(f"params base.{spec.name}={value!r} is not a number") from None
+        segments = cls(**values)
+        segments.check()
+        return segments
+
+    def check(self) -> None:
+        """Raise :class:`BadInputError` naming the ``base:`` key that cannot work."""
+        problems = []
+        if not (self.segment_s > 0 and self.hop_s > 0):
+            problems.append(
+                f"base.segment_s={self.segment_s} and base.hop_s={self.hop_s} must be positive"
+            )
+        if self.last_segment not in ("pad", "drop"):
+            problems.append(f"base.last_segment={self.last_segment!r} must be 'pad' or 'drop'")
+        if not self.min_segment_s >= 0:
+            problems.append(f"base.min_segment_s={self.min_segment_s} must be >= 0")
+        if problems:
+            raise BadInputError("; ".join(problems))
+
+    def starts(self, duration_s: float) -> np.ndarray:
+        """:func:`segment_starts` of a clip of ``duration_s`` seconds with these params."""
+        return segment_starts(
+            duration_s, self.segment_s, self.hop_s, self.last_segment, self.min_segment_s
+        )
+
+    def no_segment_reason(self, duration_s: float) -> str:
+        """Why :meth:`starts` gives a clip no segment, in the params' own words."""
+        if self.last_segment == "drop":
+            return (
+                f"no analysis segment: {duration_s:.2f} s is shorter than base.segment_s="
+                f"{self.segment_s:g} and base.last_segment is drop"
+            )
+        return (
+            f"no analysis segment: {duration_s:.2f} s is shorter than base.min_segment_s="
+            f"{self.min_segment_s:g}"
+        )
+
+    def padding_rule(self) -> str:
+        """What happens to a partial last segment, in words for an HDF5 file's attrs."""
+        if self.last_segment == "pad":
+            return (
+                f"a partial last segment (and a clip shorter than {self.segment_s} s) of at "
+                f"least {self.min_segment_s} s is zero-padded to {self.segment_s} s"
+            )
+        return "a partial last segment (and a clip shorter than a segment) is dropped"

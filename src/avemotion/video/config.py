@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from avemotion.errors import BadInputError
 from avemotion.params import section
-from avemotion.segments import segment_starts
 from avemotion.video.keyframes import CHI_SQUARE_FORMS
 
 
@@ -96,23 +93,3 @@ class VideoParams:
             problems.append("dtype must be 'float32' or 'float16'")
         if problems:
             raise BadInputError("params video: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class SegmentParams:
-    """The segment keys of ``base:`` that both branches share."""
-
-    segment_s: float = 2.0
-    hop_s: float = 2.0
-    last_segment: str = "pad"
-    min_segment_s: float = 1.0
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> SegmentParams:
-        base = section(params, "base")
-        return cls(**{f.name: base[f.name] for f in fields(cls) if f.name in base})
-
-    def starts(self, duration_s: float) -> np.ndarray:
-        return segment_starts(
-            duration_s, self.segment_s, self.hop_s, self.last_segment, self.min_segment_s
-        )

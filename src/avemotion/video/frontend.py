@@ -31,7 +31,8 @@ from avemotion.h5store import SegmentWriter, clip_rows
 from avemotion.parallel import map_clips
 from avemotion.params import resolve_n_jobs, section
 from avemotion.rejects import Reject, write_rejects
-from avemotion.video.config import SegmentParams, VideoParams
+from avemotion.segments import SegmentParams
+from avemotion.video.config import VideoParams
 from avemotion.video.decode import DecodeStats, gray_frames
 from avemotion.video.face import FaceDetector, crop_face, face_boxes
 from avemotion.video.keyframes import frame_differences, gray_histograms, select_keyframes
@@ -68,12 +69,7 @@ def clip_keyframes(
     segments = SegmentParams() if segments is None else segments
     starts = segments.starts(duration_s)
     if len(starts) == 0:
-        raise BadInputError(
-            f"lasts {duration_s:.2f} s, which leaves no analysis segment "
-            f"(base.segment_s={segments.segment_s}, last_segment={segments.last_segment}, "
-            f"min_segment_s={segments.min_segment_s})",
-            path,
-        )
+        raise BadInputError(segments.no_segment_reason(duration_s), path)
     ends = starts + segments.segment_s
     crops: list[list[np.ndarray]] = [[] for _ in starts]
     chosen: list[np.ndarray | None] = [None] * len(starts)
