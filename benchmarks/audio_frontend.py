@@ -5,7 +5,8 @@
 
 Over every clip under ``--root`` (1080 RAVDESS speech FLACs by default) it times
 
-- decode only: PyAV demux + decode of the first audio stream to numpy arrays, nothing else;
+- decode only: PyAV demux + decode of the first audio stream to numpy arrays, nothing else,
+  in the same batches of clips and through the same process pool as the front-end;
 - front-end: :func:`avemotion.audio.extract_clips`, i.e. decode + resample + downmix +
   2 s segments + log-mel/delta/delta-delta images, on the stage's batches of clips;
 - stage: :func:`avemotion.audio.build_audio_features`, the front-end plus HDF5 writing,
