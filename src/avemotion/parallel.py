@@ -2,7 +2,9 @@
 
 Results come back in input order, so that the HDF5 files the front-ends write do not
 depend on scheduling, and they come back one at a time, so that a stage writes each
-clip as it finishes instead of holding them all.
+clip as it finishes instead of holding them all. :func:`map_clips` calls the function
+once per clip; :func:`map_clip_batches` once per few clips, for work with a fixed cost
+per call (the audio front-end).
 """
 
 from __future__ import annotations
