@@ -99,6 +99,16 @@ NOISE_RULE = (
 # --------------------------------------------------------------------------- settings
 
 
+def samples_in(seconds: float, sample_rate: int) -> int:
+    """A duration in samples, rounded half up (python_speech_features' frame rounding)."""
+    return int(np.floor(seconds * sample_rate + 0.5))
+
+
+def next_power_of_two(n: int) -> int:
+    """The smallest power of two >= ``n`` (the usual FFT size for an ``n``-sample frame)."""
+    return 1 << int(np.ceil(np.log2(n)))
+
+
 @dataclass(frozen=True)
 class SpectrogramConfig:
     """The ``audio:`` params that shape a spectrogram (defaults are the paper's)."""
@@ -118,19 +128,19 @@ class SpectrogramConfig:
     @property
     def frame_len(self) -> int:
         """Frame length in samples (rounded half up, as python_speech_features does)."""
-        return int(np.floor(self.frame_s * self.sample_rate + 0.5))
+        return samples_in(self.frame_s, self.sample_rate)
 
     @property
     def step_len(self) -> int:
         """Frame step in samples."""
-        return int(np.floor(self.step_s * self.sample_rate + 0.5))
+        return samples_in(self.step_s, self.sample_rate)
 
     @property
     def fft_len(self) -> int:
         """``nfft``, or the next power of two >= the frame length when it is null."""
         if self.nfft is not None:
             return int(self.nfft)
-        return 1 << int(np.ceil(np.log2(self.frame_len)))
+        return next_power_of_two(self.frame_len)
 
     @property
     def top_hz(self) -> float:

@@ -40,7 +40,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from avemotion.audio import ClipJob, clip_jobs, clip_segments
+from avemotion.audio import ClipJob, clip_jobs, clip_segments, next_power_of_two, samples_in
 from avemotion.errors import BadInputError
 from avemotion.evaluation import write_predictions
 from avemotion.fusion import SVM_KERNELS, expand_columns, n_classes_of, read_branch, run_modalities
@@ -113,8 +113,7 @@ class BaselineSettings:
     @property
     def nfft(self) -> int:
         """The FFT size: the next power of two at or above the frame length."""
-        frame_len = int(np.floor(self.frame_s * self.sample_rate + 0.5))
-        return 1 << int(np.ceil(np.log2(max(frame_len, 2))))
+        return next_power_of_two(max(samples_in(self.frame_s, self.sample_rate), 2))
 
     @property
     def n_features(self) -> int:
