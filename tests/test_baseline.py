@@ -42,6 +42,17 @@ def index_of(paths: list, **overrides) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 
 
+def paths_in(folder) -> BaselinePaths:
+    """The fit_baseline files of one fold, all under ``folder``."""
+    return BaselinePaths(
+        mfcc=folder / "mfcc.h5",
+        video=folder / "fc_video.h5",
+        model=folder / "model.joblib",
+        predictions=folder / "predictions",
+        metrics=folder / "baseline.json",
+    )
+
+
 def test_mfcc_rows_on_real_clips(tmp_path) -> None:
     ravdess = sorted(shared("ravdess-speech/Actor_01").glob("*.flac"))[:2]
     crema = shared("crema-d-mini/1002_DFA_ANG_XX.mp3")  # 2.6 s: one segment, the rest dropped
@@ -85,13 +96,7 @@ def test_mfcc_statistics_of_a_steady_tone() -> None:
 
 
 def test_video_only_run_writes_header_only_baseline_tables(tmp_path) -> None:
-    paths = BaselinePaths(
-        mfcc=tmp_path / "mfcc.h5",
-        video=tmp_path / "fc_video.h5",
-        model=tmp_path / "model.joblib",
-        predictions=tmp_path / "predictions",
-        metrics=tmp_path / "baseline.json",
-    )
+    paths = paths_in(tmp_path)
     params = {"base": {"modalities": ["video"]}, "data": {"classes": ["neutral", "happy"]}}
     build_mfcc_features(index_of([tmp_path / "a.wav"]), params, paths.mfcc, tmp_path / "r.csv")
     summary = run_fit_baseline(params, 0, paths)
@@ -125,13 +130,7 @@ def test_baseline_svm_fits_and_pairs_with_video(tmp_path) -> None:
     probs = np.eye(2)[video_rows["label"]] * 0.6 + 0.2
     with SegmentWriter(tmp_path / "fc_video.h5", (3,), extra_shapes={"probs": (2,)}) as writer:
         writer.append(np.zeros((len(keep), 3)), video_rows, extras={"probs": probs})
-    paths = BaselinePaths(
-        mfcc=tmp_path / "mfcc.h5",
-        video=tmp_path / "fc_video.h5",
-        model=tmp_path / "model.joblib",
-        predictions=tmp_path / "predictions",
-        metrics=tmp_path / "baseline.json",
-    )
+    paths = paths_in(tmp_path)
     params = {
         "base": {"seed": 1, "modalities": ["audio", "video"]},
         "data": {"classes": ["a", "b"]},
