@@ -34,13 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from avemotion.audio import (
-    CLIPS_PER_TASK,
-    FrontEndSettings,
-    build_audio_features,
-    clip_jobs,
-    extract_clips,
-)
+from avemotion.audio import CLIPS_PER_TASK, FrontEndSettings, build_audio_features, extract_clips
+from avemotion.audio_clips import clip_jobs
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, open_container, probe
 from avemotion.parallel import map_clip_batches

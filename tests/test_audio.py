@@ -21,19 +21,15 @@ from avemotion.audio import (
     FrontEndSettings,
     SpectrogramConfig,
     build_audio_features,
-    clip_jobs,
-    cut_segments,
-    decode_audio,
     delta,
     extract_clips,
-    frame_samples,
     log_mel,
     mel_filterbank,
     noisy_copies,
     snr_name,
     spectrogram,
-    to_mono,
 )
+from avemotion.audio_clips import clip_jobs, cut_segments, decode_audio, frame_samples, to_mono
 from avemotion.augment import clip_rng
 from avemotion.errors import BadInputError
 from avemotion.h5store import read_attrs, read_meta

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import shared
 
-from avemotion.audio import decode_audio
+from avemotion.audio_clips import decode_audio
 from avemotion.baseline import (
     BaselinePaths,
     BaselineSettings,

@@ -2,14 +2,14 @@
 
 A clip goes through five steps, each a function here:
 
-1. :func:`decode_audio`: the first audio stream of any container PyAV reads, in one
-   forward pass (FLV refuses ``seek``), downmixed to mono as the plain mean of its
-   channels (a 5.1 file keeps the level of the same voice in mono and never clips) and
-   resampled to ``audio.sample_rate`` by scipy's polyphase anti-aliasing filter.
-   Corrupt packets are counted and skipped.
-2. :func:`cut_segments`: the 2 s spans of :class:`avemotion.segments.SegmentParams`
-   (the same spans as the video branch), zero-padded where a partial last segment or a
-   short clip runs out of audio.
+1. :func:`avemotion.audio_clips.decode_audio`: the first audio stream of any container
+   PyAV reads, in one forward pass (FLV refuses ``seek``), downmixed to mono as the
+   plain mean of its channels (a 5.1 file keeps the level of the same voice in mono and
+   never clips) and resampled to ``audio.sample_rate`` by scipy's polyphase
+   anti-aliasing filter. Corrupt packets are counted and skipped.
+2. :func:`avemotion.audio_clips.cut_segments`: the 2 s spans of
+   :class:`avemotion.segments.SegmentParams` (the same spans as the video branch),
+   zero-padded where a partial last segment or a short clip runs out of audio.
 3. :func:`noisy_copies` (training-side clips only): white Gaussian noise at each
    ``augment.snr_db``, scaled to each segment's own power.
 4. :func:`spectrogram`: 40 ms Hamming frames every 20 ms, power spectrum, 30 mel
@@ -55,30 +55,32 @@ Choices the paper leaves open (also recorded in the HDF5 attrs):
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import h5py
 import numpy as np
 import pandas as pd
-import scipy.signal
 import torch
 from python_speech_features.base import get_filterbanks
 
+from avemotion.audio_clips import (
+    ClipJob,
+    clip_jobs,
+    clip_segments,
+    next_power_of_two,
+    samples_in,
+)
 from avemotion.augment import add_white_noise, clip_rng
 from avemotion.errors import BadInputError
 from avemotion.h5store import META_COLUMNS, SegmentWriter, clip_rows
-from avemotion.media import open_container
 from avemotion.parallel import map_clip_batches
 from avemotion.params import resolve_n_jobs, section
 from avemotion.rejects import Reject, write_rejects
 from avemotion.segments import SegmentParams
-from avemotion.splits import augment_mask
 
 #: The three image channels of a spectrogram row, in order (last axis of ``/x``).
 CHANNELS: tuple[str, ...] = ("logmel", "delta", "delta2")
@@ -97,16 +99,6 @@ NOISE_RULE = (
 
 
 # --------------------------------------------------------------------------- settings
-
-
-def samples_in(seconds: float, sample_rate: int) -> int:
-    """A duration in samples, rounded half up (python_speech_features' frame rounding)."""
-    return int(np.floor(seconds * sample_rate + 0.5))
-
-
-def next_power_of_two(n: int) -> int:
-    """The smallest power of two >= ``n`` (the usual FFT size for an ``n``-sample frame)."""
-    return 1 << int(np.ceil(np.log2(n)))
 
 
 @dataclass(frozen=True)
@@ -290,170 +282,6 @@ def _typed_audio_params(audio: Mapping[str, Any]) -> dict[str, Any]:
     return typed
 
 
-# --------------------------------------------------------------------------- decoding
-
-
-@dataclass(frozen=True)
-class DecodedAudio:
-    """A clip's audio as mono float32 at ``sample_rate``, time 0 at the container's start."""
-
-    samples: np.ndarray
-    sample_rate: int
-    source_rate: int
-    source_channels: int
-    corrupt_packets: int
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-
-def decode_audio(path: str | Path, sample_rate: int = 16000) -> DecodedAudio:
-    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``.
-
-    One forward pass over the packets (no seek, so FLV works). Each decoded frame is
-    turned into mono float32 in numpy (the mean of its channels); the whole signal is
-    then resampled in one call by :func:`resample`, an anti-aliasing polyphase filter,
-    unless it is already at ``sample_rate``. A packet that fails to decode (or a frame
-    whose sample rate differs from the stream's first) is counted and skipped; a demuxer
-    error ends the stream where the readable data ends. A stream that starts after the
-    container does is preceded by zeros (one that starts before it is trimmed), so that
-    sample ``k`` is at time ``k / sample_rate`` of the clip, as the video branch counts.
-
-    Raises :class:`BadInputError` when the file cannot be opened, has no audio stream,
-    or yields no samples.
-    """
-    corrupt = 0
-    runs: list[tuple[tuple[str, int], list[np.ndarray]]] = []  # frames of one format in a row
-    first_time: float | None = None
-    source_rate = 0
-    with open_container(path) as container:
-        if not container.streams.audio:
-            raise BadInputError("no audio stream", path)
-        stream = container.streams.audio[0]
-        source_channels = int(stream.codec_context.channels or 0)
-        container_start = (
-            container.start_time / av.time_base if container.start_time is not None else 0.0
-        )
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except (av.FFmpegError, ValueError):
-                    corrupt += 1
-                    continue
-                for frame in frames:
-                    if not source_rate:
-                        source_rate = frame.sample_rate
-                        first_time = None if frame.time is None else float(frame.time)
-                    if frame.sample_rate != source_rate:
-                        corrupt += 1
-                        continue
-                    kind = (frame.format.name, frame.layout.nb_channels)
-                    if not runs or runs[-1][0] != kind:
-                        runs.append((kind, []))
-                    runs[-1][1].append(frame_samples(frame, *kind))
-        except av.FFmpegError:
-            corrupt += 1
-    if not runs:
-        raise BadInputError(f"audio stream decodes to no samples ({corrupt} corrupt packets)", path)
-    mono = [to_mono(np.concatenate(arrays, axis=1), *kind) for kind, arrays in runs]
-    samples = resample(np.concatenate(mono), source_rate, sample_rate)
-    lead_s = 0.0 if first_time is None else first_time - container_start
-    offset = round(lead_s * sample_rate)
-    if offset > 0:
-        samples = np.concatenate([np.zeros(offset, np.float32), samples])
-    elif offset < 0:
-        samples = samples[-offset:]
-    return DecodedAudio(samples, sample_rate, source_rate, source_channels, corrupt)
-
-
-#: numpy dtype of each PyAV sample format (planar ones end in "p"), its full scale and
-#: zero (u8 is offset binary); float formats are already in [-1, 1].
-_SAMPLE_FORMATS = {
-    "u8": (np.uint8, 128.0, 128.0),
-    "s16": (np.int16, 32768.0, 0.0),
-    "s32": (np.int32, 2.0**31, 0.0),
-    "s64": (np.int64, 2.0**63, 0.0),
-    "flt": (np.float32, 1.0, 0.0),
-    "dbl": (np.float64, 1.0, 0.0),
-}
-
-
-def frame_samples(frame: av.AudioFrame, sample_format: str, n_channels: int) -> np.ndarray:
-    """A decoded frame's samples as :func:`to_mono` takes them, without PyAV's copy.
-
-    ``(1, n * channels)`` interleaved for a packed format, ``(channels, n)`` for a planar
-    one: the layout of ``frame.to_ndarray()``, read from the frame's planes with
-    ``numpy.frombuffer`` (a mono frame is not copied at all; the array keeps the frame
-    alive).
-    """
-    dtype = _SAMPLE_FORMATS[sample_format.rstrip("p")][0]
-    if not sample_format.endswith("p"):
-        return np.frombuffer(frame.planes[0], dtype, frame.samples * n_channels)[None]
-    planes = [np.frombuffer(plane, dtype, frame.samples) for plane in frame.planes]
-    return planes[0][None] if len(planes) == 1 else np.stack(planes)
-
-
-def to_mono(array: np.ndarray, sample_format: str, n_channels: int) -> np.ndarray:
-    """Decoded samples as mono float32 in [-1, 1]: the mean of the channels.
-
-    ``array`` is laid out as PyAV's ``AudioFrame.to_ndarray`` gives ``sample_format``
-    (frames of one format may be concatenated along axis 1): ``(1, n * channels)``
-    interleaved for a packed format, ``(channels, n)`` for a planar one (name ending in
-    ``p``). Handles unsigned 8-bit, signed 16/32/64-bit integers, float and double.
-    Averaging keeps a voice recorded on several channels at its level and never clips.
-    """
-    n_channels = max(1, n_channels)
-    if not sample_format.endswith("p"):
-        array = array.reshape(-1, n_channels).T
-    _, scale, zero = _SAMPLE_FORMATS[sample_format.rstrip("p")]
-    if zero:
-        array = np.subtract(array, np.float32(zero), dtype=np.float32)
-    if n_channels > 1:
-        array = array.mean(axis=0, dtype=np.float32)
-    else:
-        array = array[0]
-    # one pass: scales are powers of two, so multiplying by 1 / scale is exact
-    return np.multiply(array, np.float32(1 / scale), dtype=np.float32)
-
-
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Resample a mono signal with :func:`scipy.signal.resample_poly` (float32 in and out).
-
-    The polyphase filter is a Kaiser-windowed sinc (scipy's default, beta 5) cut off at
-    the lower Nyquist frequency: a tone above the target's Nyquist comes out about 68 dB
-    down, and the passband loses 0.3 dB at 7 kHz for 16 kHz output. Any pair of integer
-    rates works; the ratio is reduced by the greatest common divisor.
-    """
-    if source_rate == target_rate:
-        return np.ascontiguousarray(samples, dtype=np.float32)
-    divisor = math.gcd(int(source_rate), int(target_rate))
-    up, down = int(target_rate) // divisor, int(source_rate) // divisor
-    return scipy.signal.resample_poly(samples, up, down).astype(np.float32, copy=False)
-
-
-# --------------------------------------------------------------------------- segments
-
-
-def cut_segments(
-    samples: np.ndarray, sample_rate: int, starts_s: np.ndarray, segment_s: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cut ``(n_segments, segment_len)`` spans from a mono signal, zero-padded past its end.
-
-    Returns the segments (float32) and, per segment, how many of its samples are real
-    audio (the rest are padding zeros), shape ``(n_segments,)``.
-    """
-    segment_len = round(segment_s * sample_rate)
-    starts = np.round(np.asarray(starts_s, dtype=np.float64) * sample_rate).astype(np.int64)
-    segments = np.empty((len(starts), segment_len), np.float32)
-    n_valid = np.clip(len(samples) - starts, 0, segment_len)
-    for row, (start, valid) in enumerate(zip(starts, n_valid, strict=True)):  # a few segments
-        segments[row, :valid] = samples[start : start + valid]
-        segments[row, valid:] = 0
-    return segments, n_valid
-
-
 # --------------------------------------------------------------------------- spectrogram
 
 #: Segments framed and transformed together: bounds the frame buffer at 4 x 100 x 1024
@@ -635,22 +463,6 @@ def noisy_copies(
 # --------------------------------------------------------------------------- one clip
 
 
-@dataclass(frozen=True)
-class ClipJob:
-    """One index row, as much of it as a worker needs."""
-
-    clip_id: str
-    path: str
-    duration_s: float
-    has_audio: bool
-    augment: bool
-    speaker: str
-    gender: str
-    emotion: str
-    label: int
-    fold: int
-
-
 @dataclass
 class ClipFeatures:
     """A worker's answer: the rows to append, or the reason the clip gives none."""
@@ -663,46 +475,6 @@ class ClipFeatures:
     corrupt_packets: int = 0
     silent_segments: int = 0
     noisy_copies_left_out: int = 0
-
-
-@dataclass(frozen=True)
-class ClipSegments:
-    """One clip's decoded audio cut into the shared segments.
-
-    ``segments`` is (n_segments, segment_len) with zero padding, ``n_valid`` the real
-    samples in each, ``starts_s`` the start times (s)."""
-
-    segments: np.ndarray
-    n_valid: np.ndarray
-    starts_s: np.ndarray
-    corrupt_packets: int
-
-
-def clip_segments(
-    job: ClipJob, segments: SegmentParams, sample_rate: int, max_missing_s: float
-) -> ClipSegments:
-    """Decode ``job``'s audio at ``sample_rate`` and cut it into the shared segments.
-
-    The spectrogram and the MFCC baseline read their clips through this one function.
-    Audio more than ``max_missing_s`` shorter than the index's duration is a truncated
-    or corrupt file. Raises :class:`BadInputError` with the reason a clip cannot give a
-    segment.
-    """
-    if not job.has_audio:
-        raise BadInputError("no audio stream (the index records has_audio false)", job.path)
-    starts = segments.starts(job.duration_s)
-    if starts.size == 0:
-        raise BadInputError(segments.no_segment_reason(job.duration_s), job.path)
-    audio = decode_audio(job.path, sample_rate)
-    if job.duration_s - audio.duration_s > max_missing_s:
-        raise BadInputError(
-            f"truncated or corrupt: {audio.duration_s:.2f} s of audio decode of the "
-            f"{job.duration_s:.2f} s the index records ({audio.corrupt_packets} corrupt "
-            f"packets; audio.max_missing_s={max_missing_s:g})",
-            job.path,
-        )
-    signals, n_valid = cut_segments(audio.samples, audio.sample_rate, starts, segments.segment_s)
-    return ClipSegments(signals, n_valid, starts, audio.corrupt_packets)
 
 
 #: Clips a worker takes at a time (see :func:`avemotion.parallel.map_clip_batches`).
@@ -791,26 +563,6 @@ def _rows(
 
 
 # --------------------------------------------------------------------------- the stage
-
-
-def clip_jobs(index: pd.DataFrame, augment: bool) -> list[ClipJob]:
-    """One :class:`ClipJob` per index row; ``augment`` turns augmentation on at all."""
-    wants = augment_mask(index["fold"].to_numpy()) if augment and len(index) else None
-    return [
-        ClipJob(
-            clip_id=str(row.clip_id),
-            path=str(row.path),
-            duration_s=float(row.duration_s),
-            has_audio=bool(row.has_audio),
-            augment=bool(wants[i]) if wants is not None else False,
-            speaker=str(row.speaker),
-            gender=str(row.gender),
-            emotion=str(row.emotion),
-            label=int(row.label),
-            fold=int(row.fold),
-        )
-        for i, row in enumerate(index.itertuples(index=False))
-    ]
 
 
 def build_audio_features(

@@ -3,7 +3,7 @@ voice, and its decision-level fusion with the video CNN.
 
 - :func:`build_mfcc_features` (stage build_mfcc): for every clip of the index, the same
   analysis segments as the CNN branches (:func:`avemotion.segments.segment_starts` on the
-  index's duration, decoded by :func:`avemotion.audio.decode_audio`), so that
+  index's duration, decoded by :func:`avemotion.audio_clips.decode_audio`), so that
   ``(clip_id, segment)`` names the same 2 s in every table. Per segment, ``n_mfcc``
   MFCCs (python_speech_features) over the segment's real samples, and their deltas;
   the features are the mean and standard deviation of both over the segment's frames:
@@ -40,7 +40,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from avemotion.audio import ClipJob, clip_jobs, clip_segments, next_power_of_two, samples_in
+from avemotion.audio_clips import (
+    ClipJob,
+    clip_jobs,
+    clip_segments,
+    next_power_of_two,
+    samples_in,
+)
 from avemotion.errors import BadInputError
 from avemotion.evaluation import write_predictions
 from avemotion.fusion import SVM_KERNELS, expand_columns, n_classes_of, read_branch, run_modalities
