@@ -19,7 +19,7 @@ from pathlib import Path
 from avemotion.errors import BadInputError, run_stage
 from avemotion.evaluation import class_names, evaluate_run, write_outputs
 from avemotion.index import read_index
-from avemotion.params import load_params
+from avemotion.params import stage_params
 
 USAGE = (
     "usage: python stages/evaluate.py INDEX_CSV PREDICTIONS_DIR FUSION_METRICS_DIR "
@@ -31,10 +31,10 @@ def main() -> None:
     if len(sys.argv) != 7:
         raise BadInputError(USAGE)
     index_path, predictions, fusion, metrics, confusion, report = (Path(p) for p in sys.argv[1:])
-    params = load_params()
+    params = stage_params("evaluate")
     index = read_index(index_path)
-    protocol = str((params.get("split") or {}).get("protocol", ""))
-    evaluation = evaluate_run(predictions, fusion, index, class_names(params, index), protocol)
+    classes = class_names(params.data.classes, index)
+    evaluation = evaluate_run(predictions, fusion, index, classes, params.split.protocol)
     numbers = write_outputs(evaluation, metrics, confusion, report)
     for system in evaluation.scores:
         clip = numbers["clip"][system]

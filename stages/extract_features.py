@@ -1,28 +1,39 @@
 """Stage `extract_features@<modality>-<fold>`: FC features and class probabilities.
 
-    python stages/extract_features.py audio 0
+    python stages/extract_features.py audio 0 --table data/features/audio.h5 \\
+        --model models/audio/fold0/best.pt --out data/features/fold0/fc_audio.h5
 
-Runs the fold's best model over every row of data/features/<modality>.h5 (all folds,
-augmented rows marked) and writes data/features/fold<fold>/fc_<modality>.h5: the last
-hidden FC layer as `x`, the branch's softmax as `probs`, and the aligned meta columns.
+Reads params `base.{profile,device}`, `data.classes` and `models`. Runs the fold's best
+model over every row of `--table` (all folds, augmented rows marked) and writes `--out`:
+the last hidden FC layer as `x`, the branch's softmax as `probs`, and the aligned meta
+columns. The work is :func:`avemotion.branch.extract_branch_features`.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+from pathlib import Path
 
-from avemotion.branch import BranchPaths, extract_branch_features
-from avemotion.errors import BadInputError, run_stage
-from avemotion.params import load_params
+from avemotion.branch import extract_branch_features
+from avemotion.errors import run_stage
+from avemotion.params import MODALITIES, stage_params
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modality", choices=MODALITIES)
+    parser.add_argument("fold", type=int)
+    parser.add_argument("--table", type=Path, required=True, help="the branch's segment table")
+    parser.add_argument("--model", type=Path, required=True, help="the fold's best.pt")
+    parser.add_argument("--out", type=Path, required=True, help="FC-feature table to write")
+    return parser.parse_args()
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        raise BadInputError("usage: python stages/extract_features.py <audio|video> <fold>")
-    modality, fold = sys.argv[1], int(sys.argv[2])
-    paths = BranchPaths.default(modality, fold)
-    n_rows = extract_branch_features(load_params(), modality, paths)
-    print(f"{modality} fold {fold}: {n_rows} rows of FC features -> {paths.features}")
+    args = arguments()
+    params = stage_params("extract_features")
+    n_rows = extract_branch_features(params, args.modality, args.table, args.model, args.out)
+    print(f"{args.modality} fold {args.fold}: {n_rows} rows of FC features -> {args.out}")
 
 
 if __name__ == "__main__":

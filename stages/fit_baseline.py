@@ -1,28 +1,44 @@
 """Stage `fit_baseline@<fold>`: the benchmark's MFCC + SVM and its late fusion with video.
 
-    python stages/fit_baseline.py 0
+    python stages/fit_baseline.py 0 --mfcc data/features/mfcc.h5 \\
+        --video data/features/fold0/fc_video.h5 --model models/baseline/fold0/mfcc_svm.joblib \\
+        --predictions data/predictions/fold0 --metrics metrics/baseline/fold0.json
 
-Reads data/features/mfcc.h5, data/features/fold<fold>/fc_video.h5 (when base.modalities
-has video) and params `baseline.{svm_kernel,svm_C,svm_gamma}`, `base.{seed,modalities}`,
-`data.classes`. Writes mfcc_svm.csv and mfcc_svm_video_late.csv in
-data/predictions/fold<fold>/, models/baseline/fold<fold>/mfcc_svm.joblib and
-metrics/baseline/fold<fold>.json. The work is :func:`avemotion.baseline.run_fit_baseline`.
+Reads the MFCC table, the fold's video FC features (when base.modalities has video) and
+params `baseline.{svm_kernel,svm_C,svm_gamma}`, `base.{seed,modalities}`, `data.classes`.
+Writes mfcc_svm.csv and mfcc_svm_video_late.csv in `--predictions`, the fitted model and
+the fold's metrics. The work is :func:`avemotion.baseline.run_fit_baseline`.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+from pathlib import Path
 
 from avemotion.baseline import BaselinePaths, run_fit_baseline
-from avemotion.errors import BadInputError, run_stage
-from avemotion.params import load_params
+from avemotion.errors import run_stage
+from avemotion.params import stage_params
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fold", type=int)
+    for name, what in (
+        ("mfcc", "the MFCC table"),
+        ("video", "the fold's video FC-feature table (read when the run has video)"),
+        ("model", "the MFCC-SVM (joblib) to write"),
+        ("predictions", "the fold's predictions folder"),
+        ("metrics", "baseline metrics JSON to write"),
+    ):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=what)
+    return parser.parse_args()
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        raise BadInputError("usage: python stages/fit_baseline.py <fold>")
-    fold = int(sys.argv[1])
-    summary = run_fit_baseline(load_params(), fold, BaselinePaths.default(fold))
+    args = arguments()
+    paths = BaselinePaths(args.mfcc, args.video, args.model, args.predictions, args.metrics)
+    summary = run_fit_baseline(stage_params("fit_baseline"), args.fold, paths)
+    fold = args.fold
     if "skipped" in summary:
         print(f"fold {fold} baseline: {summary['skipped']}; wrote empty tables")
         return

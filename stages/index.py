@@ -2,7 +2,8 @@
 
     python stages/index.py data/index.csv data/rejects.csv
 
-Reads params `data:`, `split:` and `base.modalities` / `base.n_jobs`.
+Reads params `data`, `split.{protocol,n_folds,test_size,test_speakers,seed}`,
+`base.modalities` (and `base.n_jobs`). The work is :func:`avemotion.index.build_index`.
 """
 
 from __future__ import annotations
@@ -10,26 +11,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from avemotion.errors import run_stage
+from avemotion.atomic import atomic_path
+from avemotion.errors import BadInputError, run_stage
 from avemotion.index import build_index, summarise
-from avemotion.params import load_params, resolve_n_jobs, section
+from avemotion.params import resolve_n_jobs, stage_params
 from avemotion.rejects import write_rejects
+
+USAGE = "usage: python stages/index.py INDEX_CSV REJECTS_CSV"
 
 
 def main() -> None:
-    index_path, rejects_path = (
-        Path(p) for p in (sys.argv[1:3] or ["data/index.csv", "data/rejects.csv"])
-    )
-    params = load_params()
-    base = section(params, "base")
+    if len(sys.argv) != 3:
+        raise BadInputError(USAGE)
+    index_path, rejects_path = (Path(p) for p in sys.argv[1:])
+    params = stage_params("index")
     result = build_index(
-        section(params, "data"),
-        section(params, "split"),
-        modalities=list(base["modalities"]),
-        n_jobs=resolve_n_jobs(base.get("n_jobs")),
+        params.data,
+        params.split,
+        modalities=params.base.modalities,
+        n_jobs=resolve_n_jobs(params.base.n_jobs),
     )
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    result.clips.to_csv(index_path, index=False)
+    with atomic_path(index_path) as partial:
+        result.clips.to_csv(partial, index=False)
     write_rejects(rejects_path, result.rejects)
     print(summarise(result))
     for reject in result.rejects:

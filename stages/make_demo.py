@@ -1,30 +1,28 @@
 """Stage ``make_demo``: draw the generated audio-visual demo dataset into ``demo.out_dir``.
 
-    python stages/make_demo.py [OUT_DIR]
+    python stages/make_demo.py
 
-Reads the ``demo:`` and ``base:`` sections of ``params.yaml`` in the working directory.
-Writes ``<out_dir>/<speaker>_<gender>_<emotion>_<take>.mp4`` (H.264 + AAC), removing
-stale ``.mp4`` files there first, so that a fresh clone runs the pipeline offline.
+Reads params ``demo`` and ``base.n_jobs``. Writes
+``<demo.out_dir>/<speaker>_<gender>_<emotion>_<take>.mp4`` (H.264 + AAC), removing stale
+``.mp4`` files there first, so that a fresh clone runs the pipeline offline.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from avemotion.demo import clip_specs, generate_demo
 from avemotion.errors import run_stage
-from avemotion.params import load_params, resolve_n_jobs, section
+from avemotion.params import resolve_n_jobs, stage_params
 
 
 def main() -> None:
-    params = load_params()
-    demo = section(params, "demo")
-    base = section(params, "base")
-    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else demo["out_dir"])
-    n_jobs = resolve_n_jobs(base.get("n_jobs"))
+    params = stage_params("make_demo")
+    demo = params.demo
+    out_dir = Path(demo.out_dir)
+    n_jobs = resolve_n_jobs(params.base.n_jobs)
 
     start = time.perf_counter()
     paths = generate_demo(out_dir, demo, n_jobs=n_jobs)
@@ -42,8 +40,8 @@ def main() -> None:
         f"  speakers: {len(speakers)} ({genders['m']} male, {genders['f']} female)\n"
         f"  emotions: {', '.join(f'{name} {count}' for name, count in emotions.items())}\n"
         f"  duration: {min(durations):.2f}-{max(durations):.2f} s per clip, "
-        f"{sum(durations) / 60:.1f} min in all; {demo['width']}x{demo['height']} "
-        f"at {demo['fps']} fps, audio {demo['sample_rate']} Hz mono"
+        f"{sum(durations) / 60:.1f} min in all; {demo.width}x{demo.height} "
+        f"at {demo.fps} fps, audio {demo.sample_rate} Hz mono"
     )
 
 

@@ -1,30 +1,43 @@
 """Stage `train_cnn@<modality>-<fold>`: train one CNN branch on one fold's training rows.
 
-    python stages/train_cnn.py audio 0
+    python stages/train_cnn.py audio 0 --table data/features/audio.h5 \\
+        --model models/audio/fold0/best.pt --metrics metrics/train/audio-fold0.json \\
+        --live dvclive/audio-fold0
 
-Reads data/features/<modality>.h5 and params `base`, `train`, `models`; writes
-models/<modality>/fold<fold>/best.pt (the best epoch by validation accuracy), a
-resumable checkpoint beside it, metrics/train/<modality>-fold<fold>.json (with training
-samples per second) and dvclive curves in dvclive/<modality>-fold<fold>/.
+Reads params `base.{seed,profile,device}`, `data.classes`, `models` and `train`; writes
+the best epoch's weights by validation accuracy to `--model` (a resumable checkpoint
+beside it while training runs), the run's metrics (with training samples per second) to
+`--metrics` and the per-epoch curves to `--live` (dvclive). The paths come from dvc.yaml.
+The work is :func:`avemotion.branch.train_branch`.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+from pathlib import Path
 
 from dvclive import Live
 
-from avemotion.branch import BranchPaths, train_branch
-from avemotion.errors import BadInputError, run_stage
-from avemotion.params import load_params
+from avemotion.branch import train_branch
+from avemotion.errors import run_stage
+from avemotion.params import MODALITIES, stage_params
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modality", choices=MODALITIES)
+    parser.add_argument("fold", type=int)
+    parser.add_argument("--table", type=Path, required=True, help="the branch's segment table")
+    parser.add_argument("--model", type=Path, required=True, help="best.pt to write")
+    parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+    return parser.parse_args()
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        raise BadInputError("usage: python stages/train_cnn.py <audio|video> <fold>")
-    modality, fold = sys.argv[1], int(sys.argv[2])
-    paths = BranchPaths.default(modality, fold)
-    with Live(str(paths.live_dir), save_dvc_exp=False, dvcyaml=None) as live:
+    args = arguments()
+    params = stage_params("train_cnn")
+    with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
 
         def log_epoch(record: dict[str, float]) -> None:
             for key, value in record.items():
@@ -33,10 +46,12 @@ def main() -> None:
                     live.log_metric(f"{split}/{name}", value)
             live.next_step()
 
-        metrics = train_branch(load_params(), modality, fold, paths, log_epoch)
+        metrics = train_branch(
+            params, args.modality, args.fold, args.table, args.model, args.metrics, log_epoch
+        )
     print(
-        f"{modality} fold {fold}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
-        f"validation accuracy {metrics['best_val_accuracy']}, "
+        f"{args.modality} fold {args.fold}: best epoch {metrics['best_epoch']} of "
+        f"{metrics['epochs_run']}, validation accuracy {metrics['best_val_accuracy']}, "
         f"{metrics['train_samples_per_s']:.1f} training samples/s"
     )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import shared
 
-from avemotion.datasets import ClipRecord, Unlabelled, iter_records
+from avemotion.datasets import ClipRecord, Unlabelled, iter_records, media_files
 from avemotion.errors import BadInputError
 
 
@@ -58,6 +58,61 @@ def test_ravdess_song_filter(tmp_path):
     assert [c.clip_id for c in records("ravdess", tmp_path, vocal_channels=["speech"])] == [
         "03-01-05-01-01-01-02"
     ]
+
+
+def test_corpus_of_links_to_actor_folders_reads_like_the_folders(tmp_path):
+    real = shared("ravdess-speech")
+    for actor in ("Actor_01", "Actor_02", "Actor_17"):
+        link(real / actor, tmp_path / "corpus" / actor)
+    linked = records("ravdess", tmp_path / "corpus")
+    assert len(linked) == 3 * 60
+    direct = [c for c in records("ravdess", real) if c.speaker in ("01", "02", "17")]
+
+    def seen(clips: list[ClipRecord], root: Path) -> list[tuple]:
+        return [
+            (c.path.relative_to(root), c.clip_id, c.speaker, c.gender, c.emotion, c.sentence)
+            for c in clips
+        ]
+
+    assert seen(linked, tmp_path / "corpus") == seen(direct, real)
+
+
+def test_link_loops_end_and_each_real_folder_is_walked_once(tmp_path):
+    flac = shared("ravdess-speech/Actor_02/03-01-05-01-01-01-02.flac")
+    corpus = tmp_path / "corpus"
+    link(flac, corpus / "Actor_02" / "03-01-05-01-01-01-02.flac")
+    link(flac, corpus / "Actor_02" / "03-01-05-01-01-02-02.flac")
+    link(corpus, corpus / "Actor_02" / "up")  # a link to an ancestor
+    link(Path("."), corpus / "Actor_02" / "here")  # a link to itself
+    link(Path("Actor_02"), corpus / "Actor_00")  # a second way in, sorted first
+    link(tmp_path / "store" / "Actor_03", corpus / "Actor_03b")  # two links to one folder
+    link(tmp_path / "store" / "Actor_03", corpus / "Actor_03a")
+    link(flac, tmp_path / "store" / "Actor_03" / "03-01-05-01-01-01-03.flac")
+    expected = [
+        corpus / "Actor_02" / "03-01-05-01-01-01-02.flac",  # its direct path, not Actor_00
+        corpus / "Actor_02" / "03-01-05-01-01-02-02.flac",
+        corpus / "Actor_03a" / "03-01-05-01-01-01-03.flac",  # the first of equal links
+    ]
+    assert media_files(corpus) == expected
+    assert [c.path for c in records("ravdess", corpus)] == expected
+
+
+def test_broken_links_never_crash_the_walk(tmp_path):
+    flac = shared("ravdess-speech/Actor_02/03-01-05-01-01-01-02.flac")
+    corpus = tmp_path / "corpus"
+    link(flac, corpus / "Actor_02" / "03-01-05-01-01-01-02.flac")
+    broken = link(tmp_path / "gone.flac", corpus / "Actor_02" / "03-01-05-01-01-02-02.flac")
+    looped = link(
+        Path("03-01-06-01-01-01-02.flac"), corpus / "Actor_02" / "03-01-06-01-01-01-02.flac"
+    )
+    link(tmp_path / "unmounted", corpus / "Actor_05")  # a folder link: not media, passed over
+    # Broken media links are listed: the index stage rejects them with the reason.
+    assert media_files(corpus) == [
+        corpus / "Actor_02" / "03-01-05-01-01-01-02.flac",
+        broken,
+        looped,
+    ]
+    assert len(records("ravdess", corpus)) == 3
 
 
 def test_crema_d_flat_without_and_with_demographics(tmp_path):

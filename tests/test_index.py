@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, shared
+from test_media import AAC_FRAME_S, FPS, write_av_mp4
 
 from avemotion.errors import BadInputError
 from avemotion.index import INDEX_COLUMNS, build_index, read_index, summarise
@@ -122,6 +123,53 @@ def test_duplicates_keep_one_file(tmp_path):
     }
     kept = set(result.clips["path"])
     assert str(tmp_path / "VideoFlash" / flv.name) in kept  # the video file wins for a video run
+
+
+def test_each_streams_length_is_a_column(tmp_path):
+    """A clip whose audio stops 0.7 s before its video is indexed with both lengths."""
+    write_av_mp4(tmp_path / "01-01-05-01-01-01-02.mp4", video_s=3.0, audio_s=2.3)
+    (tmp_path / "03-01-05-01-01-01-02.flac").symlink_to(
+        shared("ravdess-speech/Actor_02/03-01-05-01-01-01-02.flac")
+    )
+    result = build_index(data_params(tmp_path), SPLIT, ["audio", "video"])
+    assert result.rejects == []
+    index_path = tmp_path / "index.csv"
+    result.clips.to_csv(index_path, index=False)
+    clips = read_index(index_path).set_index("clip_id")
+    columns = list(clips.reset_index().columns)
+    assert columns.index("audio_duration_s") == columns.index("duration_s") + 1
+    assert columns.index("video_duration_s") == columns.index("duration_s") + 2
+    short_audio = clips.loc["01-01-05-01-01-01-02"]
+    assert short_audio["video_duration_s"] == pytest.approx(3.0, abs=1 / FPS)
+    assert short_audio["audio_duration_s"] == pytest.approx(2.3, abs=AAC_FRAME_S)
+    assert short_audio["duration_s"] == short_audio["video_duration_s"]
+    audio_only = clips.loc["03-01-05-01-01-01-02"]
+    assert audio_only["video_duration_s"] == 0.0 and not audio_only["has_video"]
+    assert audio_only["audio_duration_s"] == audio_only["duration_s"] > 3.0
+
+
+def test_real_clips_have_both_stream_lengths(messy_ravdess):
+    clips = build_index(data_params(messy_ravdess), SPLIT, ["audio", "video"]).clips
+    for column in ("audio_duration_s", "video_duration_s"):
+        assert (clips[column] > 0).all()
+        assert ((clips[column] - clips["duration_s"]).abs() < 0.2).all()
+
+
+def test_corpus_of_linked_actor_folders(tmp_path):
+    """Links to actor folders index like the folders; a broken link is a reject, named."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "Actor_01").symlink_to(shared("ravdess-av-actor01"), target_is_directory=True)
+    (corpus / "Actor_01_again").symlink_to("Actor_01", target_is_directory=True)
+    (corpus / "Actor_09").mkdir()
+    (corpus / "Actor_09" / "01-01-03-01-01-01-09.mp4").symlink_to(tmp_path / "unmounted.mp4")
+    split = {"protocol": "fixed", "test_speakers": ["01"]}
+    result = build_index(data_params(corpus), split, ["audio", "video"])
+    assert len(result.clips) == 11
+    assert all(path.startswith(str(corpus / "Actor_01") + "/") for path in result.clips["path"])
+    [reject] = result.rejects
+    assert reject.path == str(corpus / "Actor_09" / "01-01-03-01-01-01-09.mp4")
+    assert reject.reason == f"broken symbolic link (to {tmp_path / 'unmounted.mp4'})"
 
 
 def run_index_stage(workdir: Path, params: dict) -> subprocess.CompletedProcess:

@@ -20,6 +20,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from avemotion.params.loader import TRACE_ENV, UNTRACKED, declared_params
+
 pytestmark = pytest.mark.slow
 
 COPY_IGNORE = shutil.ignore_patterns(
@@ -59,19 +61,28 @@ def merge(tree: dict, update: dict) -> dict:
     return tree
 
 
-def run(args: list[str], cwd: Path) -> str:
+def trace_dir(cwd: Path) -> Path:
+    """Where the stages of the project at ``cwd`` record the params keys they read."""
+    return cwd.parent / "params-trace"
+
+
+def run(args: list[str], cwd: Path, expect_ok: bool = True) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(cwd / "src")}
+    env[TRACE_ENV] = str(trace_dir(cwd))
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"  # `python` in dvc.yaml is this venv's
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, (
-        f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    )
+    if expect_ok:
+        assert done.returncode == 0, (
+            f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    else:
+        assert done.returncode != 0, f"{' '.join(args)} should have failed:\n{done.stdout}"
     return done.stdout + done.stderr
 
 
-def dvc(*args: str, cwd: Path) -> str:
-    return run([sys.executable, "-m", "dvc", *args], cwd)
+def dvc(*args: str, cwd: Path, expect_ok: bool = True) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd, expect_ok)
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -98,7 +109,8 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_builds_every_output_and_a_second_repro_runs_nothing(project):
     metrics = json.loads((project / "metrics" / "metrics.json").read_text())
-    assert metrics  # evaluate wrote its numbers
+    accuracy = metrics["clip"]["elm_svm"]["accuracy_mean"]
+    assert 0.0 <= accuracy <= 1.0  # evaluate scored the paper's system
     assert (project / "metrics" / "report.md").read_text().count("|") > 10
     confusion = json.loads((project / "metrics" / "confusion.json").read_text())
     assert confusion and {"actual", "predicted"} <= set(confusion[0])
@@ -112,7 +124,9 @@ def test_changing_an_svm_param_reruns_only_the_svm_and_evaluate(project):
     git("add", "-A", cwd=project)
     git("commit", "-qm", "lock", "--allow-empty", cwd=project)
     output = dvc("exp", "run", "-S", "fusion.svm_C=3.0", cwd=project)
-    assert stages_run(output) == {"fit_svm@0", "evaluate"}
+    # check_params reruns on any edit of params.yaml; its output stays the same, so
+    # nothing downstream of it reruns for that
+    assert stages_run(output) == {"check_params", "fit_svm@0", "evaluate"}
     shows = dvc("exp", "show", "--no-pager", "--csv", cwd=project)
     assert "fusion.svm_C" in shows and "clip.elm_svm.accuracy_mean" in shows
 
@@ -128,3 +142,44 @@ def test_a_teammate_pulls_outputs_instead_of_recomputing(project, tmp_path):
     dvc("pull", cwd=clone)
     assert "up to date" in dvc("status", cwd=clone)
     assert stages_run(dvc("repro", cwd=clone)) == set()
+
+
+def test_every_stage_reads_exactly_the_params_dvc_yaml_declares(project):
+    """The keys each stage's code read in the first repro (recorded by
+    avemotion.params.stage_params) are the keys its dvc.yaml entry lists, no more (DVC
+    would not rerun it when an undeclared key changes) and no fewer (it would rerun for
+    nothing)."""
+    read: dict[str, set[str]] = {}
+    for trace in trace_dir(project).glob("*.json"):
+        record = json.loads(trace.read_text())
+        read.setdefault(record["stage"], set()).update(record["read"])
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    assert set(read) == set(stages) - {"check_params"}
+    for stage in read:
+        declared = set(declared_params(stage, project / "dvc.yaml"))
+        assert read[stage] == declared, f"{stage}: reads {read[stage]}, declares {declared}"
+        assert not declared & UNTRACKED
+
+
+@pytest.mark.parametrize(
+    ("section", "edit", "message"),
+    [
+        ("train", {"epoch": 5}, "unknown key `train.epoch`; did you mean `train.epochs`?"),
+        ("fusion", {"svm_c": 2}, "unknown key `fusion.svm_c`; did you mean `fusion.svm_C`?"),
+        ("video", {"hist_bins": "many"}, "`video.hist_bins` = 'many': should be a valid integer"),
+    ],
+)
+def test_a_bad_key_in_params_yaml_stops_repro_before_any_work(project, section, edit, message):
+    params_file = project / "params.yaml"
+    good = params_file.read_text()
+    bad = yaml.safe_load(good)
+    bad[section].update(edit)
+    params_file.write_text(yaml.safe_dump(bad, sort_keys=False))
+    try:
+        output = dvc("repro", cwd=project, expect_ok=False)
+    finally:
+        params_file.write_text(good)
+    assert stages_run(output) == {"check_params"}
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], output
+    assert stages_run(dvc("repro", cwd=project)) <= {"check_params"}

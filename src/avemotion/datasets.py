@@ -13,6 +13,8 @@ settings go in ``data.options``.
 from __future__ import annotations
 
 import csv
+import heapq
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,10 +95,64 @@ def iter_records(
 
 
 def media_files(root: Path) -> list[Path]:
-    """Media files under ``root`` (by extension), sorted so that every walk is the same."""
-    return sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
-    )
+    """Media files under ``root`` (by extension), sorted so that every walk is the same.
+
+    Symbolic links are followed, to folders and to files: a corpus folder made of links
+    to actor folders lists the same clips as the folders themselves. Paths are given as
+    reached under ``root`` (not resolved), since adapters read labels from them.
+
+    Each real folder (by device and inode) is walked once, so a link to an ancestor
+    ends instead of looping and a file inside a folder reached through two links is
+    listed once. A folder reached several ways is listed under the path that crosses the
+    fewest links, then the first in sort order: a folder reached both directly and by a
+    link keeps its direct path. Files are not merged by resolved path: two names linking
+    to the same data may carry different labels, and the index stage rejects the second
+    as a duplicate, naming the first. A broken link with a media name is listed, so that
+    the index stage rejects it with its reason; a broken link with another name (perhaps
+    once a folder) is passed over like any other file that is not media.
+
+    Raises :class:`BadInputError` for a folder that cannot be read.
+    """
+    found: list[Path] = []
+    walked: set[tuple[int, int]] = set()
+    # (links crossed to reach it, path parts, path): a heap pops the folder to walk next.
+    waiting: list[tuple[int, tuple[str, ...], Path]] = [(0, root.parts, root)]
+    while waiting:
+        n_links, _, folder = heapq.heappop(waiting)
+        try:
+            status = folder.stat()
+            if (status.st_dev, status.st_ino) in walked:
+                continue
+            walked.add((status.st_dev, status.st_ino))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as error:
+            raise BadInputError(f"cannot read folder ({error.strerror or error})", folder) from None
+        for entry in entries:
+            path = folder / entry.name
+            if _is_folder(entry):
+                heapq.heappush(waiting, (n_links + entry.is_symlink(), path.parts, path))
+            elif path.suffix.lower() in MEDIA_EXTENSIONS and (
+                _is_file(entry) or not path.exists()  # a file, or a broken link
+            ):
+                found.append(path)
+    return sorted(found)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a folder or a link to one; a link loop (ELOOP) is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a regular file or a link to one (not a pipe or a device)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _gender_map(genders: dict[str, str] | None, source: str) -> dict[str, str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import av
 import cv2
@@ -27,9 +26,11 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import sosfilt
 
+from avemotion.atomic import atomic_path
 from avemotion.augment import clip_rng
 from avemotion.errors import BadInputError
 from avemotion.parallel import map_clips
+from avemotion.params.schema import DemoParams
 
 #: Fixed-point bits for OpenCV drawing: coordinates carry 1/16 pixel, so slow motion is smooth.
 _SHIFT = 4
@@ -631,8 +632,7 @@ def _write_mp4(
     path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: int, sample_rate: int
 ) -> None:
     """Mux frames (n, h, w, 3) BGR and mono float audio; single-threaded x264 repeats exactly."""
-    partial_path = path.with_name(path.name + ".partial")
-    with av.open(str(partial_path), mode="w", format="mp4") as container:
+    with atomic_path(path) as partial, av.open(str(partial), mode="w", format="mp4") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         # One thread and no macroblock-tree rate control: with mbtree on, this libx264
@@ -662,73 +662,40 @@ def _write_mp4(
                 block.pts = start
                 container.mux(sound.encode(block))
             container.mux(sound.encode())
-    partial_path.replace(path)
 
 
 # --------------------------------------------------------------------------------------------
 # The dataset
 
 
-_DEMO_KEYS = (
-    "seed", "n_speakers", "takes_per_emotion", "emotions", "min_duration_s", "max_duration_s",
-    "fps", "width", "height", "sample_rate",
-)  # fmt: skip
-_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-
-
-def _check_params(demo: dict[str, Any]) -> None:
-    """Refuse ``demo:`` params that cannot make a dataset, naming the key."""
-    missing = [key for key in _DEMO_KEYS if key not in demo]
-    if missing:
-        raise BadInputError(f"demo: missing keys {missing}", "params.yaml")
-    problems = {
-        "n_speakers": int(demo["n_speakers"]) < 2,
-        "takes_per_emotion": int(demo["takes_per_emotion"]) < 1,
-        "min_duration_s": not 0.2 <= float(demo["min_duration_s"]) <= float(demo["max_duration_s"]),
-        "fps": not 1 <= int(demo["fps"]) <= 120,
-        "width": int(demo["width"]) % 2 or int(demo["width"]) < 160,
-        "height": int(demo["height"]) % 2 or int(demo["height"]) < 120,
-        "sample_rate": int(demo["sample_rate"]) not in _AAC_RATES,
-    }
-    rules = {
-        "n_speakers": "must be >= 2 (half male, half female)",
-        "takes_per_emotion": "must be >= 1",
-        "min_duration_s": "need 0.2 <= min_duration_s <= max_duration_s",
-        "fps": "must be 1..120",
-        "width": "must be even and >= 160 (H.264 4:2:0)",
-        "height": "must be even and >= 120 (H.264 4:2:0)",
-        "sample_rate": f"must be one of {list(_AAC_RATES)} (AAC)",
-    }
-    for key, bad in problems.items():
-        if bad:
-            raise BadInputError(f"demo.{key} = {demo[key]!r}: {rules[key]}", "params.yaml")
-    unknown = sorted(set(demo["emotions"]) - set(EMOTION_STYLES))
-    if unknown or not demo["emotions"]:
+def _check_emotions(demo: DemoParams) -> None:
+    """Refuse emotions the demo cannot draw (the schema checks every other key)."""
+    unknown = sorted(set(demo.emotions) - set(EMOTION_STYLES))
+    if unknown:
         raise BadInputError(
-            f"demo.emotions: cannot draw {unknown or 'an empty list'}; "
-            f"known: {sorted(EMOTION_STYLES)}",
+            f"`demo.emotions`: cannot draw {unknown}; known: {sorted(EMOTION_STYLES)}",
             "params.yaml",
         )
 
 
-def clip_specs(demo: dict[str, Any]) -> list[tuple[str, ClipSpec]]:
+def clip_specs(demo: DemoParams) -> list[tuple[str, ClipSpec]]:
     """Every clip of the ``demo:`` params as ``(clip_id, spec)``, e.g. ``spk03_m_angry_01``.
 
     Speakers alternate male and female (spk01 m, spk02 f, ...), so an even count is half
     and half. Each take's seed and duration come from ``(demo.seed, clip id)``.
     """
-    _check_params(demo)
-    seed = int(demo["seed"])
-    shape = {key: int(demo[key]) for key in ("fps", "width", "height", "sample_rate")}
+    _check_emotions(demo)
+    seed = demo.seed
+    shape = {key: int(getattr(demo, key)) for key in ("fps", "width", "height", "sample_rate")}
     specs = []
-    for n in range(1, int(demo["n_speakers"]) + 1):
+    for n in range(1, demo.n_speakers + 1):
         gender = "m" if n % 2 else "f"
         traits = speaker_traits(f"spk{n:02d}", gender, seed)
-        for emotion in demo["emotions"]:
-            for take in range(1, int(demo["takes_per_emotion"]) + 1):
+        for emotion in demo.emotions:
+            for take in range(1, demo.takes_per_emotion + 1):
                 clip_id = f"{traits.speaker}_{gender}_{emotion}_{take:02d}"
                 rng = clip_rng(seed, clip_id, "take")
-                duration_s = rng.uniform(demo["min_duration_s"], demo["max_duration_s"])
+                duration_s = rng.uniform(demo.min_duration_s, demo.max_duration_s)
                 take_seed = int(rng.integers(2**63))
                 specs.append((clip_id, ClipSpec(traits, emotion, duration_s, take_seed, **shape)))
     return specs
@@ -738,7 +705,7 @@ def _render_item(item: tuple[Path, ClipSpec]) -> Path:
     return render_clip(*item)
 
 
-def generate_demo(out_dir: str | Path, demo: dict[str, Any], n_jobs: int = 1) -> list[Path]:
+def generate_demo(out_dir: str | Path, demo: DemoParams, n_jobs: int = 1) -> list[Path]:
     """Write every clip of the ``demo:`` params to ``out_dir`` on ``n_jobs`` processes and
     return their paths in :func:`clip_specs` order.
 

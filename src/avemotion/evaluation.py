@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, recall_score
 
+from avemotion.atomic import atomic_path
 from avemotion.errors import BadInputError
 
 #: Every system the pipeline can score, in report order, with what it is.
@@ -100,9 +101,8 @@ def write_predictions(
     table[probability_columns(probs.shape[1])] = probs
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    table.to_csv(partial, index=False, float_format="%.6g")
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        table.to_csv(partial, index=False, float_format="%.6g")
     return len(table)
 
 
@@ -502,9 +502,8 @@ def write_outputs(
     return metrics
 
 
-def class_names(params: Mapping[str, Any], index: pd.DataFrame) -> list[str]:
+def class_names(classes: Sequence[str] | None, index: pd.DataFrame) -> list[str]:
     """``data.classes``, or the index's emotions in label order when it is null."""
-    classes = (params.get("data") or {}).get("classes")
     if classes:
         return [str(c) for c in classes]
     pairs = index[["label", "emotion"]].drop_duplicates().sort_values("label")

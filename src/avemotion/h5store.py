@@ -18,14 +18,16 @@ number of clips.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import yaml
+
+from avemotion.atomic import atomic_path
 
 #: Columns every segment table carries, in this order.
 META_COLUMNS: tuple[str, ...] = (
@@ -98,7 +100,7 @@ class SegmentWriter:
         extra_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ):
         self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self._target: AbstractContextManager[Path] | None = None
         self.item_shape = tuple(int(n) for n in item_shape)
         self.dtype = np.dtype(dtype)
         self.attrs = dict(attrs or {})
@@ -108,8 +110,9 @@ class SegmentWriter:
         self._file: h5py.File | None = None
 
     def __enter__(self) -> SegmentWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
+        self._target = atomic_path(self.path)
+        self.partial_path = self._target.__enter__()
         self._file = h5py.File(self.partial_path, "w")
         self._file.create_dataset(
             "x",
@@ -182,15 +185,18 @@ class SegmentWriter:
             )
         self.n_rows += n_new
 
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Add attrs known only once the rows are written (a run's counts)."""
+        assert self._file is not None, "use SegmentWriter as a context manager"
+        for key, value in attrs.items():
+            self._file.attrs[key] = _attr_value(value)
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._file is not None
+        assert self._file is not None and self._target is not None
         self._file.attrs["n_rows"] = self.n_rows
         self._file.close()
         self._file = None
-        if exc_type is None:
-            os.replace(self.partial_path, self.path)
-        else:
-            self.partial_path.unlink(missing_ok=True)
+        self._target.__exit__(exc_type, exc, tb)
 
 
 _YAML_KEYS = "_yaml_keys"  # which attrs hold YAML text, so free text is never parsed

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,12 +16,16 @@ from avemotion.datasets import EMOTIONS, ClipRecord, Unlabelled, iter_records
 from avemotion.errors import BadInputError
 from avemotion.media import MediaInfo, probe
 from avemotion.parallel import map_clips
+from avemotion.params.schema import DataParams, SplitParams
 from avemotion.rejects import Reject
 from avemotion.splits import assign_folds
 
 #: Columns of ``data/index.csv``. ``fold`` is the fold whose *test* part holds the clip;
 #: -1 means the clip is never tested (the training part of a single-split protocol).
-#: ``label`` is the clip's emotion as an index into ``data.classes``.
+#: ``label`` is the clip's emotion as an index into ``data.classes``. ``duration_s`` is
+#: where the clip's media data ends; ``audio_duration_s`` and ``video_duration_s`` are
+#: where each stream ends (0.0 for a stream the file lacks), since real recordings often
+#: stop one stream before the other.
 INDEX_COLUMNS: tuple[str, ...] = (
     "clip_id",
     "path",
@@ -32,6 +36,8 @@ INDEX_COLUMNS: tuple[str, ...] = (
     "label",
     "sentence",
     "duration_s",
+    "audio_duration_s",
+    "video_duration_s",
     "has_audio",
     "has_video",
     "fold",
@@ -47,6 +53,8 @@ _DTYPES = {
     "label": int,
     "sentence": str,
     "duration_s": float,
+    "audio_duration_s": float,
+    "video_duration_s": float,
     "has_audio": bool,
     "has_video": bool,
     "fold": int,
@@ -61,7 +69,10 @@ def read_index(path: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype=_DTYPES, keep_default_na=False)
     missing = set(INDEX_COLUMNS) - set(frame.columns)
     if missing:
-        raise BadInputError(f"index lacks columns {sorted(missing)}", path)
+        raise BadInputError(
+            f"index lacks columns {sorted(missing)}; rerun the index stage (dvc repro index)",
+            path,
+        )
     return frame
 
 
@@ -76,9 +87,9 @@ class IndexResult:
 
 
 def build_index(
-    data: dict[str, Any],
-    split: dict[str, Any],
-    modalities: list[str],
+    data: DataParams,
+    split: SplitParams,
+    modalities: Sequence[str],
     n_jobs: int = 1,
 ) -> IndexResult:
     """Walk ``data.root`` with the ``data.dataset`` adapter and assign every clip its fold.
@@ -92,13 +103,13 @@ def build_index(
     ``data.max_reject_fraction``, or when the split cannot be made.
     """
     records, rejects = [], []
-    for item in iter_records(data["dataset"], data["root"], data.get("options") or {}):
+    for item in iter_records(data.dataset, data.root, data.options):
         if isinstance(item, Unlabelled):
             rejects.append(Reject(str(item.path), item.path.stem, "index", item.reason))
         else:
             records.append(item)
     n_files = len(records) + len(rejects)
-    classes = list(data.get("classes") or sorted({r.emotion for r in records}, key=EMOTIONS.index))
+    classes = list(data.classes or sorted({r.emotion for r in records}, key=EMOTIONS.index))
     unknown = sorted(set(classes) - set(EMOTIONS))
     if unknown:
         raise BadInputError(f"data.classes {unknown} are not in the vocabulary {list(EMOTIONS)}")
@@ -119,16 +130,16 @@ def build_index(
 
     if not usable:
         raise BadInputError(
-            f"no usable clip found by the {data['dataset']} adapter ({n_files} media files, "
+            f"no usable clip found by the {data.dataset} adapter ({n_files} media files, "
             f"{len(rejects)} rejected, {sum(left_out.values())} of other classes)",
-            data["root"],
+            data.root,
         )
-    max_fraction = float(data.get("max_reject_fraction", 1.0))
+    max_fraction = data.max_reject_fraction
     if n_files and len(rejects) / n_files > max_fraction:
         raise BadInputError(
             f"{len(rejects)} of {n_files} files rejected ({_reason_counts(rejects)}), more than "
             f"data.max_reject_fraction={max_fraction}",
-            data["root"],
+            data.root,
         )
     clips = pd.DataFrame(
         {
@@ -141,6 +152,8 @@ def build_index(
             "label": [classes.index(r.emotion) for r, _ in usable],
             "sentence": [r.sentence for r, _ in usable],
             "duration_s": [round(info.duration_s, 6) for _, info in usable],
+            "audio_duration_s": [round(info.audio_duration_s, 6) for _, info in usable],
+            "video_duration_s": [round(info.video_duration_s, 6) for _, info in usable],
             "has_audio": [info.has_audio for _, info in usable],
             "has_video": [info.has_video for _, info in usable],
         }
@@ -149,11 +162,11 @@ def build_index(
     clips["fold"] = assign_folds(
         clips["label"].to_numpy(),
         clips["speaker"].to_numpy(),
-        protocol=split.get("protocol", "speaker"),
-        n_folds=int(split.get("n_folds", 4)),
-        test_size=float(split.get("test_size", 0.3)),
-        test_speakers=split.get("test_speakers") or [],
-        seed=int(split.get("seed", 42)),
+        protocol=split.protocol,
+        n_folds=split.n_folds,
+        test_size=split.test_size,
+        test_speakers=split.test_speakers,
+        seed=split.seed,
         given_folds=None if None in given else np.asarray(given),
     )
     return IndexResult(clips[list(INDEX_COLUMNS)], rejects, left_out, n_files)

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from avemotion.errors import BadInputError
+from avemotion.params import Params
 
 AUDIO_INPUT_SIZE = (30, 100)  # Mel bands x frames of one 2 s segment (paper 2.2.2)
 N_KEYFRAMES = 16  # keyframes per 2 s video segment (paper 2.2.1)
@@ -104,33 +105,21 @@ class BranchSpec:
     batch_norm: bool = False
 
 
-def branch_spec(params: Mapping[str, Any], branch: str) -> BranchSpec:
-    """Read ``models.<base.profile>.<branch>`` (plus ``models.dropout`` / ``batch_norm``).
-
-    ``branch`` is ``"audio"`` or ``"video"``. Raises :class:`BadInputError` naming the
-    params key when the profile or branch is missing or a value has the wrong form.
-    """
+def branch_spec(params: Params, branch: str) -> BranchSpec:
+    """``models.<base.profile>.<branch>``, with ``models.dropout`` / ``batch_norm`` where
+    the branch gives none. ``branch`` is ``"audio"`` or ``"video"``."""
     if branch not in ("audio", "video"):
         raise ValueError(f"branch must be 'audio' or 'video', got {branch!r}")
-    profile = params.get("base", {}).get("profile", "cpu")
-    models = params.get("models")
-    if not isinstance(models, Mapping):
-        raise BadInputError("params has no 'models:' section", "params.yaml")
-    profiles = {k: v for k, v in models.items() if isinstance(v, Mapping) and k != "init_weights"}
-    if profile not in profiles:
-        raise BadInputError(
-            f"base.profile is '{profile}' but models: defines only {sorted(profiles)}",
-            "params.yaml",
-        )
-    entry = profiles[profile].get(branch)
-    if not isinstance(entry, Mapping):
-        raise BadInputError(f"models.{profile} has no '{branch}:' entry", "params.yaml")
-    merged = {
-        "dropout": models.get("dropout", 0.5),
-        "batch_norm": models.get("batch_norm", False),
-        **entry,
-    }
-    return _as_spec(merged, f"models.{profile}.{branch}", branch)
+    models = params.models
+    entry = getattr(models.profiles()[params.base.profile], branch)
+    spec = BranchSpec(
+        channels=tuple(entry.channels),
+        fc=tuple(entry.fc),
+        input_size=entry.input_size,
+        dropout=models.dropout if entry.dropout is None else entry.dropout,
+        batch_norm=models.batch_norm if entry.batch_norm is None else entry.batch_norm,
+    )
+    return _as_spec(spec, f"models.{params.base.profile}.{branch}", branch)
 
 
 def _as_spec(spec: BranchSpec | Mapping[str, Any], where: str, branch: str) -> BranchSpec:

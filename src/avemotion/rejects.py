@@ -6,6 +6,8 @@ import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from avemotion.atomic import atomic_path
+
 REJECT_COLUMNS = ("path", "clip_id", "stage", "reason")
 
 
@@ -20,10 +22,8 @@ class Reject:
 
 
 def write_rejects(path: str | Path, rejects: list[Reject]) -> None:
-    """Write the report as CSV (header only when nothing was rejected)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    """Write the report as CSV (header only when nothing was rejected), atomically."""
+    with atomic_path(path) as partial, partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=REJECT_COLUMNS)
         writer.writeheader()
         for reject in rejects:

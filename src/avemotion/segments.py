@@ -10,13 +10,12 @@ keys that set the spans, once for every branch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from avemotion.errors import BadInputError
+from avemotion.params import Params
 
 LastSegment = Literal["pad", "drop"]
 
@@ -75,35 +74,10 @@ class SegmentParams:
     min_segment_s: float = 1.0
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SegmentParams:
-        """Read ``base.{segment_s,hop_s,last_segment,min_segment_s}`` (each optional); check."""
-        base = params.get("base") or {}
-        values: dict[str, Any] = {}
-        for spec in fields(cls):
-            if spec.name not in base:
-                continue
-            value = base[spec.name]
-            try:
-                values[spec.name] = str(value) if spec.name == "last_segment" else float(value)
-            except (TypeError, ValueError):
-                raise BadInputError(f"params base.{spec.name}={value!r} is not a number") from None
-        segments = cls(**values)
-        segments.check()
-        return segments
-
-    def check(self) -> None:
-        """Raise :class:`BadInputError` naming the ``base:`` key that cannot work."""
-        problems = []
-        if not (self.segment_s > 0 and self.hop_s > 0):
-            problems.append(
-                f"base.segment_s={self.segment_s} and base.hop_s={self.hop_s} must be positive"
-            )
-        if self.last_segment not in ("pad", "drop"):
-            problems.append(f"base.last_segment={self.last_segment!r} must be 'pad' or 'drop'")
-        if not self.min_segment_s >= 0:
-            problems.append(f"base.min_segment_s={self.min_segment_s} must be >= 0")
-        if problems:
-            raise BadInputError("; ".join(problems))
+    def from_params(cls, params: Params) -> SegmentParams:
+        """Read ``base.{segment_s,hop_s,last_segment,min_segment_s}`` (checked by the schema)."""
+        base = params.base
+        return cls(base.segment_s, base.hop_s, base.last_segment, base.min_segment_s)
 
     def starts(self, duration_s: float) -> np.ndarray:
         """:func:`segment_starts` of a clip of ``duration_s`` seconds with these params."""

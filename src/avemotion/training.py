@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,9 +33,11 @@ from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from avemotion.atomic import atomic_path
 from avemotion.errors import BadInputError
 from avemotion.h5store import read_meta
 from avemotion.models import channels_first
+from avemotion.params.schema import TrainParams
 from avemotion.splits import test_rows, train_rows
 
 
@@ -113,27 +114,6 @@ def fold_rows(
 
 
 @dataclass
-class TrainSettings:
-    """The ``train:`` params (see params.yaml for what each is and the paper's value)."""
-
-    epochs: int = 50
-    batch_size: int = 100
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    seed: int = 42
-    threads: int = 2
-    num_workers: int = 0
-    validation_fraction: float = 0.2
-    validate_by: str = "speaker"
-
-    @classmethod
-    def from_params(cls, train: dict[str, Any], seed: int) -> TrainSettings:
-        known = {k: train[k] for k in cls.__dataclass_fields__ if k in train}
-        return cls(**{**known, "seed": int(train.get("seed", seed))})
-
-
-@dataclass
 class TrainOutcome:
     """What a training run ends with; written to the stage's metrics JSON."""
 
@@ -155,7 +135,8 @@ def fit(
     model: nn.Module,
     train_set: SegmentDataset,
     validation_set: SegmentDataset | None,
-    settings: TrainSettings,
+    settings: TrainParams,
+    seed: int,
     checkpoint_path: str | Path,
     best_path: str | Path,
     digest: str,
@@ -163,6 +144,9 @@ def fit(
     device: torch.device | str = "cpu",
 ) -> TrainOutcome:
     """Train ``model`` with SGD, keep the best epoch by validation accuracy, resume if asked.
+
+    ``settings`` are the branch's ``train:`` params (:meth:`TrainParams.for_branch`);
+    ``seed`` (``base.seed``) seeds the weights and the shuffling.
 
     After every epoch the model, optimiser, random states and history go to
     ``checkpoint_path``; if that file exists with the same ``digest`` the run resumes
@@ -172,7 +156,7 @@ def fit(
     to ``best_path`` as a state dict.
     """
     device = torch.device(device)
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(seed)
     model.to(device)
     optimiser = torch.optim.SGD(
         model.parameters(),
@@ -180,7 +164,7 @@ def fit(
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
     )
-    shuffle = torch.Generator().manual_seed(settings.seed)
+    shuffle = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         train_set,
         batch_size=settings.batch_size,
@@ -296,10 +280,8 @@ def predict_batches(
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(obj, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save(obj, partial)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -4,7 +4,6 @@
 modules below hold one idea each, named as the paper names it.
 """
 
-from avemotion.video.config import VideoParams
 from avemotion.video.decode import DecodeStats, GrayFrame, gray_frames
 from avemotion.video.face import BoxSmoother, FaceDetector, crop_face, face_boxes
 from avemotion.video.frontend import ClipKeyframes, clip_keyframes, extract_keyframes
@@ -30,7 +29,6 @@ __all__ = [
     "DecodeStats",
     "FaceDetector",
     "GrayFrame",
-    "VideoParams",
     "build_visual_tensors",
     "chi_square",
     "clip_keyframes",

@@ -5,18 +5,18 @@ per analysis segment, its keyframes chosen (:mod:`.keyframes`); a row of ``keyfr
 holds a segment's ``n_keyframes`` equalised gray face crops ``(N, K, K)`` uint8. The
 ``[gray, LBP, IDP]`` tensors are made from them by :mod:`.tensors`.
 
-Segments come from :func:`avemotion.segments.segment_starts` on the index's duration, so
-segment ``i`` spans the same time as in the audio branch. A segment in which no frame
-shows a face has no keyframes and no row (the fusion stage pairs rows by clip and
-segment); a clip is rejected, with its reason, when it has no decodable video, stops
-well before its indexed duration (truncated), shows a face in too few frames, or has no
-segment at all.
+Segments come from :func:`avemotion.segments.segment_starts` on the video stream's own
+length in the index (``video_duration_s``), so segment ``i`` spans the same time as in
+the audio branch, and a video that ends before its audio keeps the segments it covers.
+A segment in which no frame shows a face has no keyframes and no row (the fusion stage
+pairs rows by clip and segment); a clip is rejected, with its reason, when it has no
+decodable video, stops well before its stream's indexed length (truncated), shows a face
+in too few frames, or has no segment at all.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from avemotion.clip_stage import ClipJob, ClipResult, ClipStage, clip_jobs, run_clip_stage
 from avemotion.errors import BadInputError
-from avemotion.h5store import SegmentWriter, clip_rows
+from avemotion.h5store import clip_rows
 from avemotion.parallel import map_clips
-from avemotion.params import resolve_n_jobs, section
-from avemotion.rejects import Reject, write_rejects
+from avemotion.params import Params, resolve_n_jobs
+from avemotion.params.schema import VideoParams
 from avemotion.segments import SegmentParams
-from avemotion.video.config import VideoParams
 from avemotion.video.decode import DecodeStats, gray_frames
 from avemotion.video.face import FaceDetector, crop_face, face_boxes
 from avemotion.video.keyframes import frame_differences, gray_histograms, select_keyframes
@@ -62,7 +62,8 @@ def clip_keyframes(
 ) -> ClipKeyframes:
     """Decode, find the face and choose the keyframes of every analysis segment of a clip.
 
-    ``video`` and ``segments`` default to the documented defaults. Raises
+    ``duration_s`` is the video stream's length in the index; ``video`` and ``segments``
+    default to the documented defaults. Raises
     :class:`BadInputError` with the reason when the clip cannot give keyframes.
     """
     video = VideoParams() if video is None else video
@@ -129,7 +130,9 @@ def _segment_keyframes(crops: list[np.ndarray], video: VideoParams) -> np.ndarra
         return None
     stack = np.stack(crops)
     differences = frame_differences(gray_histograms(stack, video.hist_bins), video.chi_square)
-    indices = select_keyframes(differences, video.n_keyframes, video.k, video.step)
+    indices = select_keyframes(
+        differences, video.n_keyframes, video.k, video.step, rule=video.keyframe_rule
+    )
     return np.stack([cv2.equalizeHist(stack[i]) for i in indices])
 
 
@@ -143,7 +146,8 @@ def _check_decoded(
     decoded_s = (stats.last_time_s or 0.0) + stats.frame_period_s
     if duration_s - decoded_s > video.max_missing_s:
         raise BadInputError(
-            f"video decodes to {decoded_s:.2f} s of the {duration_s:.2f} s in the index, more "
+            f"video decodes to {decoded_s:.2f} s of the {duration_s:.2f} s the index records "
+            "for the video stream, more "
             f"than video.max_missing_s={video.max_missing_s} short (truncated file?){why}{corrupt}",
             path,
         )
@@ -156,110 +160,59 @@ def _check_decoded(
         )
 
 
-# --------------------------------------------------------------------------- stage 1
+# --------------------------------------------------------------------------- the stage
 
 
-@dataclass(frozen=True)
-class _ClipTask:
-    clip_id: str
-    path: str
-    duration_s: float
-    has_video: bool
-
-
-@dataclass
-class _ClipOutcome:
-    clip_id: str
-    result: ClipKeyframes | None
-    reject: Reject | None
-
-
-def _extract_task(task: _ClipTask, video: VideoParams, segments: SegmentParams) -> _ClipOutcome:
-    """One clip in a worker: its keyframes, or its reject (never an exception for bad input)."""
-    if not task.has_video:
-        return _rejected(task, "no video stream (has_video is false in the index)")
+def _extract_task(job: ClipJob, video: VideoParams, segments: SegmentParams) -> ClipResult:
+    """One clip in a worker: its keyframe rows, or the reason it has none (never an
+    exception for bad input)."""
+    result = ClipResult(job.clip_id, job.path)
+    if not job.has_stream:
+        result.reject = "no video stream (has_video is false in the index)"
+        return result
     try:
-        result = clip_keyframes(task.path, task.duration_s, video, segments)
+        clip = clip_keyframes(job.path, job.duration_s, video, segments)
     except BadInputError as error:
-        return _rejected(task, error.reason)
+        result.reject = error.reason
+        return result
     except av.FFmpegError as error:
-        return _rejected(task, f"video decoding failed ({str(error).strip()[:160]})")
-    return _ClipOutcome(task.clip_id, result, None)
-
-
-def _rejected(task: _ClipTask, reason: str) -> _ClipOutcome:
-    return _ClipOutcome(
-        task.clip_id, None, Reject(task.path, task.clip_id, KEYFRAMES_STAGE, reason)
-    )
+        result.reject = f"video decoding failed ({str(error).strip()[:160]})"
+        return result
+    result.x = clip.keyframes
+    result.rows = clip_rows(job, clip.segments, clip.starts_s)
+    result.counts = {
+        "frames": clip.n_frames,
+        "face_frames": clip.n_face_frames,
+        "corrupt_packets": clip.n_corrupt_packets,
+        "segments_without_face": clip.n_segments_without_face,
+    }
+    return result
 
 
 def extract_keyframes(
     index: pd.DataFrame,
-    params: dict[str, Any],
+    params: Params,
     out_path: str | Path,
     rejects_path: str | Path,
 ) -> dict[str, Any]:
     """Stage ``extract_keyframes``: every clip of ``index`` -> segment rows in ``out_path``.
 
     Clips run in parallel on ``base.n_jobs`` processes and are written in index order as
-    they finish. The rejects CSV is written only once the HDF5 file is complete (an
-    interrupted run leaves neither). Returns a summary of counts.
+    they finish (:func:`avemotion.clip_stage.run_clip_stage`). Returns the counts.
     """
-    video = VideoParams.from_params(params)
+    video = params.video
     segments = SegmentParams.from_params(params)
-    n_jobs = resolve_n_jobs(section(params, "base").get("n_jobs", -1))
-    rejects_path = Path(rejects_path)
-    rejects_path.unlink(missing_ok=True)
-    rows = {row.clip_id: row for row in index.itertuples(index=False)}
-    tasks = [
-        _ClipTask(str(r.clip_id), str(r.path), float(r.duration_s), bool(r.has_video))
-        for r in rows.values()
-    ]
-    if len(tasks) != len(index):
+    if index["clip_id"].duplicated().any():
         raise BadInputError("index has repeated clip_id values")
     attrs = {
         "stage": KEYFRAMES_STAGE,
-        "params": {"video": asdict(video), "base": asdict(segments)},
+        "params": {"video": video.model_dump(), "base": asdict(segments)},
     }
-    summary = {
-        "clips": 0,
-        "segments": 0,
-        "frames": 0,
-        "face_frames": 0,
-        "corrupt_packets": 0,
-        "segments_without_face": 0,
-        "rejects": 0,
-    }
-    rejects: list[Reject] = []
     item_shape = (video.n_keyframes, video.keyframe_size, video.keyframe_size)
-    modalities = list(section(params, "base").get("modalities") or ["audio", "video"])
-    if "video" not in modalities:  # an audio-only run: an empty table keeps the DAG whole
-        attrs["skipped"] = f"base.modalities is {modalities}: no video features computed"
-        tasks = []
+    stage = ClipStage(KEYFRAMES_STAGE, "video", item_shape, np.uint8, attrs)
     work = functools.partial(_extract_task, video=video, segments=segments)
-    with SegmentWriter(out_path, item_shape, np.uint8, attrs) as writer:
-        for outcome in map_clips(work, tasks, n_jobs, desc="keyframes"):
-            if outcome.reject is not None:
-                rejects.append(outcome.reject)
-                continue
-            result = outcome.result
-            clip = rows[outcome.clip_id]
-            writer.append(result.keyframes, clip_rows(clip, result.segments, result.starts_s))
-            summary["clips"] += 1
-            summary["segments"] += len(result.segments)
-            summary["frames"] += result.n_frames
-            summary["face_frames"] += result.n_face_frames
-            summary["corrupt_packets"] += result.n_corrupt_packets
-            summary["segments_without_face"] += result.n_segments_without_face
-        summary["rejects"] = len(rejects)
-        if writer.n_rows == 0 and tasks:
-            _write_rejects_atomic(rejects_path, rejects)
-            raise BadInputError(f"no clip gave keyframes; {len(rejects)} rejected", rejects_path)
-    _write_rejects_atomic(rejects_path, rejects)
-    return summary
-
-
-def _write_rejects_atomic(path: Path, rejects: list[Reject]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    write_rejects(partial, rejects)
-    os.replace(partial, path)
+    n_jobs = resolve_n_jobs(params.base.n_jobs)
+    results = map_clips(work, clip_jobs(index, "video", augment=False), n_jobs, desc="keyframes")
+    return run_clip_stage(
+        stage, params.base.modalities, len(index), results, out_path, rejects_path
+    )

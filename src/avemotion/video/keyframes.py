@@ -18,11 +18,20 @@ moved by 4. The rule implemented here keeps the paper's selection (the minimum o
    the spacing shrinks just enough for N windows to cover the segment from its first
    frame to its last.
 3. The keyframe of each window is its frame with the smallest distance (the earliest on
-   a tie).
+   a tie). At 25-30 fps the N windows overlap (they move on fewer than 4 frames), so two
+   windows often share their minimum: taken independently (``rule="paper"``), the 16
+   keyframes of a 30 fps RAVDESS segment held only 8-10 distinct frames. The default
+   ``rule="distinct"`` visits the windows in order and takes each window's minimum among
+   the frames not chosen yet; a window whose frames are all taken gets the free frame
+   nearest its centre (the later one on a tie: the windows move forward in time). A
+   segment of at least N face frames thus always gives N distinct keyframes, returned in
+   time order.
 
-A segment with fewer than ``2k + 1`` face frames (a padded last segment, a face lost for a
-while) uses the widest odd window that fits, ``2 * floor((n - 1) / 2) + 1``; the same rule
-then repeats frames, in time order, so the segment is padded by repetition to N keyframes.
+A segment with fewer than N face frames cannot give N distinct keyframes and keeps the
+paper rule under both rules. With fewer than ``2k + 1`` face frames (a padded last
+segment, a face lost for a while) it uses the widest odd window that fits,
+``2 * floor((n - 1) / 2) + 1``; the windows then repeat frames, in time order, so the
+segment is padded by repetition to N keyframes.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 CHI_SQUARE_FORMS = ("standard", "paper")
+KEYFRAME_RULES = ("distinct", "paper")
 
 
 def gray_histograms(crops: np.ndarray, bins: int = 64) -> np.ndarray:
@@ -98,15 +108,48 @@ def window_width(n_frames: int, k: int = 3) -> int:
 
 
 def select_keyframes(
-    differences: np.ndarray, n_keyframes: int = 16, k: int = 3, step: int = 4
+    differences: np.ndarray,
+    n_keyframes: int = 16,
+    k: int = 3,
+    step: int = 4,
+    rule: str = "distinct",
 ) -> np.ndarray:
     """Indices (into the segment's face frames) of its ``n_keyframes`` keyframes, in order.
 
-    ``differences`` is :func:`frame_differences` of the segment's face frames.
+    ``differences`` is :func:`frame_differences` of the segment's ``n`` face frames, shape
+    ``(n,)``; returns ``(n_keyframes,)`` int64, non-decreasing. ``rule`` (one of
+    :data:`KEYFRAME_RULES`, rule step 3 of the module docstring): ``"paper"`` takes each
+    window's minimum on its own, so overlapping windows may repeat a frame;
+    ``"distinct"`` never repeats a frame when ``n >= n_keyframes``.
     """
+    if rule not in KEYFRAME_RULES:
+        raise ValueError(f"keyframe rule must be one of {KEYFRAME_RULES}, not {rule!r}")
     differences = np.asarray(differences, dtype=np.float64)
     n = len(differences)
     starts = window_starts(n, n_keyframes, k, step)
     width = window_width(n, k)
-    windows = np.lib.stride_tricks.sliding_window_view(differences, width)[starts]
-    return starts + np.argmin(windows, axis=1)
+    if rule == "paper" or n < n_keyframes:
+        windows = np.lib.stride_tricks.sliding_window_view(differences, width)[starts]
+        return starts + np.argmin(windows, axis=1)
+    return np.sort(_distinct_minima(differences, starts, width))
+
+
+def _distinct_minima(differences: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """One frame per window, in window order, never one chosen before: ``(len(starts),)``.
+
+    Each window takes its free frame with the smallest difference (the earliest on a tie);
+    a window with no free frame takes the free frame nearest its centre (the later on a
+    tie). Needs at least ``len(starts)`` frames.
+    """
+    taken = np.zeros(len(differences), dtype=bool)
+    picks = np.empty(len(starts), dtype=np.int64)
+    for m, start in enumerate(starts):
+        free = start + np.flatnonzero(~taken[start : start + width])
+        if free.size:
+            pick = free[np.argmin(differences[free])]
+        else:
+            free = np.flatnonzero(~taken)[::-1]  # latest first: argmin keeps the later on a tie
+            pick = free[np.argmin(np.abs(free - (start + width // 2)))]
+        taken[pick] = True
+        picks[m] = pick
+    return picks

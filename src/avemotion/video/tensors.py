@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from avemotion.augment import rotate_image
 from avemotion.errors import BadInputError
 from avemotion.h5store import SegmentWriter, read_attrs, read_meta
 from avemotion.parallel import map_clips
-from avemotion.params import resolve_n_jobs, section
+from avemotion.params import Params, resolve_n_jobs
+from avemotion.params.schema import VideoParams
 from avemotion.splits import augment_mask
-from avemotion.video.config import VideoParams
 from avemotion.video.texture import visual_channels
 
 TENSORS_STAGE = "build_visual_tensors"
@@ -70,7 +70,7 @@ def _tensor_task(task: _TensorTask, keyframes_path: str, video: VideoParams) -> 
 
 
 def build_visual_tensors(
-    keyframes_path: str | Path, params: dict[str, Any], out_path: str | Path
+    keyframes_path: str | Path, params: Params, out_path: str | Path
 ) -> dict[str, Any]:
     """Stage ``build_visual_tensors``: keyframes.h5 -> video.h5 with rotated copies.
 
@@ -78,15 +78,15 @@ def build_visual_tensors(
     :func:`avemotion.splits.augment_mask` allows (the training side of some fold), and are
     marked ``augmented=True``, ``augmentation="rot<angle>"``. Returns a summary of counts.
     """
-    video = VideoParams.from_params(params)
-    angles = tuple(float(a) for a in (section(params, "augment").get("rotation_deg") or []))
-    n_jobs = resolve_n_jobs(section(params, "base").get("n_jobs", -1))
+    video = params.video
+    angles = tuple(params.augment.rotation_deg)
+    n_jobs = resolve_n_jobs(params.base.n_jobs)
     keyframes_path = Path(keyframes_path)
     if not keyframes_path.is_file():
         raise BadInputError("not found; run the extract_keyframes stage first", keyframes_path)
     meta = read_meta(keyframes_path)
-    modalities = list(section(params, "base").get("modalities") or ["audio", "video"])
-    if len(meta["clip_id"]) == 0 and "video" in modalities:
+    has_video = "video" in params.base.modalities
+    if len(meta["clip_id"]) == 0 and has_video:
         raise BadInputError("has no segment rows", keyframes_path)
     with h5py.File(keyframes_path, "r") as handle:
         n_keyframes = handle["x"].shape[1]
@@ -100,7 +100,7 @@ def build_visual_tensors(
     attrs = {
         "stage": TENSORS_STAGE,
         "params": {
-            "video": asdict(video),
+            "video": video.model_dump(),
             "augment": {"rotation_deg": list(angles)},
             "keyframes": read_attrs(keyframes_path).get("params"),
         },

@@ -1,7 +1,7 @@
 """A clip's audio as the analysis segments both audio systems read.
 
-The spectrogram front-end (:mod:`avemotion.audio`) and the MFCC baseline
-(:mod:`avemotion.baseline`) read their clips through :func:`clip_segments`:
+The spectrogram front-end (:mod:`avemotion.audio.frontend`) and the MFCC features
+(:mod:`avemotion.audio.mfcc`) read their clips through :func:`clip_segments`:
 
 1. :func:`decode_audio`: the first audio stream of any container PyAV reads, in one
    forward pass (FLV refuses ``seek``), downmixed to mono as the plain mean of its
@@ -11,7 +11,7 @@ The spectrogram front-end (:mod:`avemotion.audio`) and the MFCC baseline
    (the same spans as the video branch), zero-padded where a partial last segment or a
    short clip runs out of audio.
 
-The choices these make are listed in :mod:`avemotion.audio`'s docstring. This module
+The choices these make are listed in :mod:`avemotion.audio.frontend`'s docstring. This module
 needs no torch, so the baseline stages start without importing it.
 """
 
@@ -23,13 +23,12 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pandas as pd
 import scipy.signal
 
+from avemotion.clip_stage import ClipJob
 from avemotion.errors import BadInputError
 from avemotion.media import open_container
 from avemotion.segments import SegmentParams
-from avemotion.splits import augment_mask
 
 
 def samples_in(seconds: float, sample_rate: int) -> int:
@@ -210,42 +209,6 @@ def cut_segments(
 
 
 @dataclass(frozen=True)
-class ClipJob:
-    """One index row, as much of it as a worker needs."""
-
-    clip_id: str
-    path: str
-    duration_s: float
-    has_audio: bool
-    augment: bool
-    speaker: str
-    gender: str
-    emotion: str
-    label: int
-    fold: int
-
-
-def clip_jobs(index: pd.DataFrame, augment: bool) -> list[ClipJob]:
-    """One :class:`ClipJob` per index row; ``augment`` turns augmentation on at all."""
-    wants = augment_mask(index["fold"].to_numpy()) if augment and len(index) else None
-    return [
-        ClipJob(
-            clip_id=str(row.clip_id),
-            path=str(row.path),
-            duration_s=float(row.duration_s),
-            has_audio=bool(row.has_audio),
-            augment=bool(wants[i]) if wants is not None else False,
-            speaker=str(row.speaker),
-            gender=str(row.gender),
-            emotion=str(row.emotion),
-            label=int(row.label),
-            fold=int(row.fold),
-        )
-        for i, row in enumerate(index.itertuples(index=False))
-    ]
-
-
-@dataclass(frozen=True)
 class ClipSegments:
     """One clip's decoded audio cut into the shared segments.
 
@@ -264,11 +227,12 @@ def clip_segments(
     """Decode ``job``'s audio at ``sample_rate`` and cut it into the shared segments.
 
     The spectrogram and the MFCC baseline read their clips through this one function.
-    Audio more than ``max_missing_s`` shorter than the index's duration is a truncated
-    or corrupt file. Raises :class:`BadInputError` with the reason a clip cannot give a
-    segment.
+    ``job.duration_s`` is the audio stream's own length in the index: a clip whose audio
+    ends before its video keeps the segments its audio covers. Audio that decodes to
+    more than ``max_missing_s`` less than that length is a truncated or corrupt file.
+    Raises :class:`BadInputError` with the reason a clip cannot give a segment.
     """
-    if not job.has_audio:
+    if not job.has_stream:
         raise BadInputError("no audio stream (the index records has_audio false)", job.path)
     starts = segments.starts(job.duration_s)
     if starts.size == 0:
@@ -277,7 +241,8 @@ def clip_segments(
     if job.duration_s - audio.duration_s > max_missing_s:
         raise BadInputError(
             f"truncated or corrupt: {audio.duration_s:.2f} s of audio decode of the "
-            f"{job.duration_s:.2f} s the index records ({audio.corrupt_packets} corrupt "
+            f"{job.duration_s:.2f} s the index records for the audio stream "
+            f"({audio.corrupt_packets} corrupt "
             f"packets; audio.max_missing_s={max_missing_s:g})",
             job.path,
         )

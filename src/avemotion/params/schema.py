@@ -1,0 +1,360 @@
+"""What ``params.yaml`` may hold: one pydantic model per section, every key typed.
+
+Each model forbids unknown keys, so a key misspelled by hand fails loudly instead of
+being ignored; types, ranges and enumerations are checked where the value is read, so a
+bad value names its key. The defaults here are the values ``params.yaml`` ships with (a
+test keeps the two equal); the paper's own values are in ``params/paper.yaml``.
+
+The enumerations below (``Protocol``, ``ChiSquare``, ...) are the one list of allowed
+values: the modules that act on them read them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+Modality = Literal["audio", "video"]
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
+Dataset = Literal["demo", "ravdess", "crema_d", "enterface05", "savee", "rml", "manifest"]
+Protocol = Literal["speaker", "loso", "fixed", "kfold", "random"]
+ChiSquare = Literal["standard", "paper"]
+KeyframeRule = Literal["distinct", "paper"]
+IdpCombine = Literal["vote", "mean"]
+Activation = Literal["sigmoid", "tanh", "relu"]
+Elm2Input = Literal["hidden", "hidden_and_gender"]
+SvmKernel = Literal["linear", "poly", "rbf", "sigmoid"]
+SvmScores = Literal["softmax", "platt"]
+SvmGamma = Literal["scale", "auto"] | PositiveFloat
+AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Section(BaseModel):
+    """A ``params.yaml`` section: unknown keys refused, values checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class BaseParams(Section):
+    """``base:``, the keys several stages share."""
+
+    seed: int = 42
+    modalities: tuple[Modality, ...] = MODALITIES
+    segment_s: PositiveFloat = 2.0
+    hop_s: PositiveFloat = 2.0
+    last_segment: Literal["pad", "drop"] = "pad"
+    min_segment_s: NonNegativeFloat = 1.0
+    n_jobs: Annotated[int, Field(ge=-1)] = -1
+    profile: str = "cpu"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities_in_order(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one of audio, video")
+        return tuple(m for m in MODALITIES if m in value)
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _n_jobs_not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 processes cannot work: give a count >= 1, or -1 for all cores")
+        return value
+
+
+class DemoParams(Section):
+    """``demo:``, the generated dataset."""
+
+    seed: int = 7
+    out_dir: str = "data/demo"
+    n_speakers: Annotated[int, Field(ge=2)] = 8
+    takes_per_emotion: PositiveInt = 3
+    emotions: Annotated[list[str], Field(min_length=1)] = ["neutral", "happy", "sad", "angry"]
+    min_duration_s: Annotated[float, Field(ge=0.2)] = 3.0
+    max_duration_s: PositiveFloat = 4.5
+    fps: Annotated[int, Field(ge=1, le=120)] = 25
+    width: Annotated[int, Field(ge=160, multiple_of=2)] = 320
+    height: Annotated[int, Field(ge=120, multiple_of=2)] = 240
+    sample_rate: Literal[AAC_RATES] = 16000  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> DemoParams:
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError("min_duration_s must be <= max_duration_s")
+        return self
+
+
+class DataParams(Section):
+    """``data:``, which corpus and which classes."""
+
+    dataset: Dataset = "demo"
+    root: str = "data/demo"
+    classes: list[str] | None = ["neutral", "happy", "sad", "angry"]
+    max_reject_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    options: dict[str, Any] = {}
+
+
+class SplitParams(Section):
+    """``split:``, the evaluation protocol."""
+
+    protocol: Protocol = "speaker"
+    n_folds: Annotated[int, Field(ge=2)] = 4
+    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    test_speakers: list[str] = []
+    folds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1, 2, 3]
+    seed: int = 42
+
+    @field_validator("test_speakers", mode="before")
+    @classmethod
+    def _speakers_as_text(cls, value: Any) -> Any:
+        """Speaker ids are text in the index; YAML reads ``[1, 2]`` as numbers."""
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+
+class AudioParams(Section):
+    """``audio:``, the spectrogram front-end (paper 2.2)."""
+
+    sample_rate: Annotated[int, Field(ge=1000)] = 16000
+    frame_s: PositiveFloat = 0.04
+    step_s: PositiveFloat = 0.02
+    n_mels: PositiveInt = 30
+    n_frames: PositiveInt | None = 100
+    nfft: PositiveInt | None = 1024
+    low_hz: NonNegativeFloat = 0.0
+    high_hz: PositiveFloat | None = None
+    preemph: Fraction = 0.0
+    delta_n: PositiveInt = 1
+    log_floor: PositiveFloat = 1e-10
+    max_missing_s: NonNegativeFloat = 0.5
+
+    @model_validator(mode="after")
+    def _frames_fit(self) -> AudioParams:
+        if self.step_s > self.frame_s:
+            raise ValueError(f"step_s={self.step_s} must be <= frame_s={self.frame_s}")
+        return self
+
+
+class VideoParams(Section):
+    """``video:``, the face and keyframe front-end (paper 2.1)."""
+
+    detect_width: PositiveInt = 160
+    detect_every: PositiveInt = 1
+    search_near_last: bool = True
+    min_face_size: Annotated[float, Field(gt=0, le=1)] = 0.1
+    scale_factor: Annotated[float, Field(gt=1)] = 1.1
+    min_neighbors: PositiveInt = 5
+    box_smoothing: Fraction = 0.6
+    margin: NonNegativeFloat = 0.1
+    keyframe_size: PositiveInt = 112
+    min_face_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_missing_s: NonNegativeFloat = 0.5
+    hist_bins: Annotated[int, Field(ge=2)] = 64
+    chi_square: ChiSquare = "standard"
+    keyframe_rule: KeyframeRule = "distinct"
+    k: NonNegativeInt = 3
+    step: PositiveInt = 4
+    n_keyframes: PositiveInt = 16
+    input_size: PositiveInt = 64
+    idp_combine: IdpCombine = "vote"
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class AugmentParams(Section):
+    """``augment:``, copies of training clips (paper 3.3)."""
+
+    rotation_deg: list[FiniteFloat] = []
+    snr_db: list[FiniteFloat] = []
+
+
+class BranchSpecParams(Section):
+    """One branch of a network profile; ``None`` takes the ``models:`` level value."""
+
+    channels: Annotated[list[PositiveInt], Field(min_length=1)]
+    fc: Annotated[list[PositiveInt], Field(min_length=1)]
+    input_size: PositiveInt | None = None
+    dropout: Fraction | None = None
+    batch_norm: bool | None = None
+
+
+class ProfileParams(Section):
+    """A network profile (``models.cpu``, ``models.paper``): one spec per branch."""
+
+    audio: BranchSpecParams
+    video: BranchSpecParams
+
+    @model_validator(mode="after")
+    def _layer_counts(self) -> ProfileParams:
+        # the paper's 2D-CNN has 4 convolutions, its C3D 8 (section 2.3)
+        for branch, n_convs in (("audio", 4), ("video", 8)):
+            channels = getattr(self, branch).channels
+            if len(channels) != n_convs:
+                raise ValueError(
+                    f"{branch}.channels lists {len(channels)} widths; the {branch} CNN has "
+                    f"{n_convs} convolutions"
+                )
+        return self
+
+
+CPU_PROFILE = ProfileParams(
+    audio=BranchSpecParams(channels=[16, 32, 64, 128], fc=[256, 256]),
+    video=BranchSpecParams(
+        channels=[8, 16, 32, 32, 64, 64, 64, 64], fc=[128, 128], input_size=64, batch_norm=True
+    ),
+)
+PAPER_PROFILE = ProfileParams(
+    audio=BranchSpecParams(channels=[64, 128, 256, 512], fc=[4096, 4096]),
+    video=BranchSpecParams(
+        channels=[64, 128, 256, 256, 512, 512, 512, 512], fc=[4096, 4096], input_size=112
+    ),
+)
+
+
+class ModelsParams(Section):
+    """``models:``, network sizes: ``dropout``, ``batch_norm`` and named profiles.
+
+    Any further key is a profile (``base.profile`` picks one), checked as
+    :class:`ProfileParams`.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    dropout: Fraction = 0.5
+    batch_norm: bool = False
+    cpu: ProfileParams = CPU_PROFILE
+    paper: ProfileParams = PAPER_PROFILE
+
+    @model_validator(mode="after")
+    def _profiles_checked(self) -> ModelsParams:
+        extra = self.__pydantic_extra__ or {}
+        for name, value in extra.items():
+            if not isinstance(value, ProfileParams):
+                try:
+                    extra[name] = ProfileParams.model_validate(value)
+                except ValidationError as error:
+                    problem = error.errors()[0]
+                    where = ".".join(str(part) for part in problem["loc"])
+                    raise ValueError(f"profile {name}: {where}: {problem['msg']}") from None
+        return self
+
+    def profiles(self) -> dict[str, ProfileParams]:
+        return {"cpu": self.cpu, "paper": self.paper, **(self.model_extra or {})}
+
+
+class TrainOverrides(Section):
+    """``train.by_modality.<branch>``: any ``train:`` key, for one branch only."""
+
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    lr: PositiveFloat | None = None
+    momentum: Fraction | None = None
+    weight_decay: NonNegativeFloat | None = None
+    threads: PositiveInt | None = None
+    num_workers: NonNegativeInt | None = None
+    validation_fraction: Fraction | None = None
+    validate_by: Literal["speaker", "clip"] | None = None
+
+
+class TrainParams(Section):
+    """``train:``, SGD for both CNN branches (paper 3.2)."""
+
+    epochs: PositiveInt = 25
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 0.003
+    momentum: Fraction = 0.9
+    weight_decay: NonNegativeFloat = 5e-5
+    threads: PositiveInt = 2
+    num_workers: NonNegativeInt = 0
+    validation_fraction: Fraction = 0.2
+    validate_by: Literal["speaker", "clip"] = "speaker"
+    by_modality: dict[Modality, TrainOverrides] = {
+        "video": TrainOverrides(lr=0.003),
+        "audio": TrainOverrides(epochs=50),
+    }
+    init_weights: dict[Modality, str] = {}
+
+    def for_branch(self, modality: str) -> TrainParams:
+        """These settings with ``by_modality[modality]``'s keys on top."""
+        overrides = self.by_modality.get(modality)  # type: ignore[call-overload]
+        given = {} if overrides is None else overrides.model_dump(exclude_none=True)
+        return self.model_copy(update=given)
+
+
+class FusionParams(Section):
+    """``fusion:``, ELM-1 -> ELM-2 -> SVM (paper 2.3.3, 2.4)."""
+
+    elm1_hidden: PositiveInt = 100
+    elm2_hidden_per_class: PositiveInt = 50
+    elm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 1.0
+    activation: Activation = "sigmoid"
+    standardise: bool = True
+    use_gender: bool = True
+    elm2_input: Elm2Input = "hidden"
+    cross_fit_folds: Annotated[int, Field(ge=2)] = 4
+    svm_kernel: SvmKernel = "rbf"
+    svm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 1.0
+    svm_gamma: SvmGamma = "scale"
+    svm_scores: SvmScores = "softmax"
+
+
+class BaselineParams(Section):
+    """``baseline:``, MFCC statistics + SVM (Avots et al. 2019, the paper's benchmark)."""
+
+    n_mfcc: PositiveInt = 13
+    n_filters: PositiveInt = 26
+    frame_s: PositiveFloat = 0.025
+    step_s: PositiveFloat = 0.01
+    preemph: Fraction = 0.97
+    delta_n: PositiveInt = 2
+    svm_kernel: SvmKernel = "rbf"
+    svm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 1.0
+    svm_gamma: SvmGamma = "scale"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BaselineParams:
+        if self.n_mfcc > self.n_filters:
+            raise ValueError(f"n_mfcc={self.n_mfcc} must be <= n_filters={self.n_filters}")
+        if self.step_s > self.frame_s:
+            raise ValueError(f"step_s={self.step_s} must be <= frame_s={self.frame_s}")
+        return self
+
+
+class Params(Section):
+    """The whole ``params.yaml``."""
+
+    base: BaseParams = BaseParams()
+    demo: DemoParams = DemoParams()
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    audio: AudioParams = AudioParams()
+    video: VideoParams = VideoParams()
+    augment: AugmentParams = AugmentParams()
+    models: ModelsParams = ModelsParams()
+    train: TrainParams = TrainParams()
+    fusion: FusionParams = FusionParams()
+    baseline: BaselineParams = BaselineParams()
+
+    @model_validator(mode="after")
+    def _profile_defined(self) -> Params:
+        profiles = self.models.profiles()
+        if self.base.profile not in profiles:
+            raise ValueError(
+                f"base.profile={self.base.profile!r} is not a profile under models: "
+                f"choose one of {sorted(profiles)}"
+            )
+        return self

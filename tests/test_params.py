@@ -1,0 +1,175 @@
+"""The params layer: one schema, one loader, errors in one line, stages see what they declare."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import REPO
+
+from avemotion.errors import BadInputError
+from avemotion.params import Params, load_params, stage_params, validate_params
+from avemotion.params.loader import (
+    UndeclaredParamError,
+    closest_key,
+    declared_params,
+)
+from avemotion.presets import load_preset
+
+
+def shipped() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_edit(section: str, edit: dict) -> dict:
+    tree = shipped()
+    tree.setdefault(section, {}).update(edit)
+    return tree
+
+
+def error_of(tree: dict) -> str:
+    with pytest.raises(BadInputError) as caught:
+        validate_params(tree)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_params_yaml_is_the_schema_defaults():
+    """The values params.yaml ships with and the schema's defaults are the same, so code
+    that builds Params() (tests, benchmarks) runs what `dvc repro` runs."""
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+@pytest.mark.parametrize(
+    ("section", "edit", "expected"),
+    [
+        ("train", {"epoch": 5}, "unknown key `train.epoch`; did you mean `train.epochs`?"),
+        ("fusion", {"svm_c": 2}, "unknown key `fusion.svm_c`; did you mean `fusion.svm_C`?"),
+        ("audio", {"nmels": 40}, "did you mean `audio.n_mels`?"),
+        (
+            "train",
+            {"by_modality": {"audio": {"epoch": 3}}},
+            "did you mean `train.by_modality.audio.epochs`?",
+        ),
+    ],
+)
+def test_an_unknown_key_names_the_closest_valid_one(section, edit, expected):
+    assert expected in error_of(with_edit(section, edit))
+
+
+@pytest.mark.parametrize(
+    ("section", "edit", "expected"),
+    [
+        ("video", {"hist_bins": "many"}, "`video.hist_bins` = 'many': should be a valid integer"),
+        ("video", {"hist_bins": 1}, "`video.hist_bins` = 1: should be greater than or equal to 2"),
+        ("split", {"protocol": "rand"}, "'speaker', 'loso', 'fixed', 'kfold' or 'random'"),
+        ("fusion", {"svm_gamma": "wide"}, "should be 'scale' or 'auto' or a valid number"),
+        ("base", {"modalities": ["audio", "text"]}, "`base.modalities.1` = 'text'"),
+        ("base", {"n_jobs": 0}, "`base.n_jobs` = 0"),
+        ("train", {"lr": -1}, "`train.lr` = -1: should be greater than 0"),
+        ("base", {"profile": "gpu"}, "base.profile='gpu' is not a profile"),
+        ("baseline", {"n_mfcc": 40}, "n_mfcc=40 must be <= n_filters=26"),
+        (
+            "models",
+            {
+                "cpu": {
+                    "audio": {"channels": [4], "fc": [8]},
+                    "video": shipped()["models"]["cpu"]["video"],
+                }
+            },
+            "audio CNN has 4",
+        ),
+    ],
+)
+def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(section, edit, expected):
+    assert expected in error_of(with_edit(section, edit))
+
+
+def test_values_are_converted_to_their_types():
+    params = validate_params(with_edit("split", {"test_speakers": [1, 2], "seed": "7"}))
+    assert params.split.test_speakers == ["1", "2"] and params.split.seed == 7
+    assert validate_params({"base": {"modalities": ["video", "audio"]}}).base.modalities == (
+        "audio",
+        "video",
+    )
+
+
+def test_closest_key_is_none_for_nonsense():
+    assert closest_key("zzz.qqq") is None
+
+
+def test_load_params_refuses_a_file_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(BadInputError, match="must hold a mapping"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "params").glob("*.yaml")))
+def test_every_preset_gives_valid_params(name):
+    tree = shipped()
+    for dotted, value in load_preset(name, REPO / "params").items():
+        section, _, key = dotted.partition(".")
+        node = tree[section]
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    validate_params(tree)
+
+
+def test_the_paper_augments_only_enterface():
+    """Sections 3.4-3.5: no augmentation on RML and SAVEE; 3.3: rotations and noise on
+    eNTERFACE'05."""
+    for name in ("paper", "paper-random", "paper-rml", "paper-savee"):
+        preset = load_preset(name, REPO / "params")
+        assert not preset.get("augment.rotation_deg") and not preset.get("augment.snr_db")
+    enterface = load_preset("paper-enterface", REPO / "params")
+    assert enterface["augment.rotation_deg"] == [4, 8, 16, 32]
+    assert enterface["augment.snr_db"] == [15, 20, 25, 30]
+
+
+def write_project(tmp_path, stage_keys: list[str]):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    pipeline = {"stages": {"work": {"cmd": "true", "params": stage_keys}}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
+    return tmp_path / "params.yaml", tmp_path / "dvc.yaml"
+
+
+def test_a_stage_reads_only_what_it_declares(tmp_path):
+    params_path, pipeline = write_project(tmp_path, ["video", "base.seed"])
+    view = stage_params("work", params_path, pipeline)
+    assert view.video.hist_bins == 64 and view.base.seed == 42
+    assert view.base.n_jobs == -1  # speed only: readable, never tracked
+    assert view.read == {"video", "base.seed"}
+    with pytest.raises(UndeclaredParamError, match="`base.profile`"):
+        _ = view.base.profile
+    with pytest.raises(UndeclaredParamError, match="section `fusion`"):
+        _ = view.fusion
+
+
+def test_declared_params_of_a_foreach_stage(tmp_path):
+    pipeline = tmp_path / "dvc.yaml"
+    pipeline.write_text(
+        yaml.safe_dump({"stages": {"s": {"foreach": [0], "do": {"params": ["a"]}}}})
+    )
+    assert declared_params("s", pipeline) == ("a",)
+    with pytest.raises(BadInputError, match="has no stage 't'"):
+        declared_params("t", pipeline)
+
+
+def test_stage_docstrings_name_every_key_their_dvc_yaml_entry_declares():
+    """A reader of `stages/<stage>.py` sees the params it reads, as dvc.yaml lists them:
+    `base.seed`, `base.{seed,modalities}`, or a whole section in backticks."""
+    import ast
+    import re
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name in stages:
+        source = (REPO / "stages" / f"{name}.py").read_text()
+        doc = " ".join((ast.get_docstring(ast.parse(source)) or "").split())
+        named = set(re.findall(r"`+([a-z_]+(?:\.[A-Za-z_0-9]+)?)`+", doc))
+        for section, keys in re.findall(r"`+([a-z_]+)\.\{([^}]*)\}`+", doc):
+            named |= {f"{section}.{key.strip()}" for key in keys.split(",")}
+        missing = [key for key in declared_params(name, REPO / "dvc.yaml") if key not in named]
+        assert not missing, f"stages/{name}.py's docstring does not name {missing}"
