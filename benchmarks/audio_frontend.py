@@ -7,9 +7,9 @@ Over every clip under ``--root`` (1080 RAVDESS speech FLACs by default) it times
 
 - decode only: PyAV demux + decode of the first audio stream to numpy arrays, nothing else,
   in the same batches of clips and through the same process pool as the front-end;
-- front-end: :func:`avemotion.audio.extract_clips`, i.e. decode + resample + downmix +
+- front-end: :func:`avemotion.audio.frontend.extract_clips`, i.e. decode + resample + downmix +
   2 s segments + log-mel/delta/delta-delta images, on the stage's batches of clips;
-- stage: :func:`avemotion.audio.build_audio_features`, the front-end plus HDF5 writing,
+- stage: :func:`avemotion.audio.frontend.build_audio_features`, the front-end plus HDF5 writing,
 
 and prints segments per second for each, the front-end/decode ratio (target: <= 2) and
 the peak resident memory of this process and its children. Each timing is the best of
@@ -34,11 +34,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from avemotion.audio import CLIPS_PER_TASK, FrontEndSettings, build_audio_features, extract_clips
-from avemotion.audio_clips import clip_jobs
+from avemotion.audio.frontend import (
+    CLIPS_PER_TASK,
+    FrontEndSettings,
+    build_audio_features,
+    extract_clips,
+)
+from avemotion.clip_stage import clip_jobs
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, open_container, probe
 from avemotion.parallel import map_clip_batches
+from avemotion.params import validate_params
 from avemotion.segments import segment_starts
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-speech"
@@ -83,7 +89,8 @@ def build_index(root: Path, limit: int | None) -> pd.DataFrame:
             {
                 "clip_id": path.stem, "path": str(path), "dataset": root.name, "speaker": "",
                 "gender": "unknown", "emotion": "", "label": 0, "sentence": "",
-                "duration_s": info.duration_s, "has_audio": info.has_audio,
+                "duration_s": info.duration_s, "audio_duration_s": info.audio_duration_s,
+                "video_duration_s": info.video_duration_s, "has_audio": info.has_audio,
                 "has_video": info.has_video, "fold": -1,
             }
         )  # fmt: skip
@@ -106,16 +113,16 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=1)
     args = parser.parse_args()
 
-    params = {
+    params = validate_params({
         "base": {"seed": 42, "modalities": ["audio"], "segment_s": 2.0, "hop_s": 2.0,
                  "last_segment": "pad", "min_segment_s": 1.0, "n_jobs": args.n_jobs},
         "audio": {},
         "augment": {"snr_db": []},
-    }  # fmt: skip
+    })  # fmt: skip
     settings = FrontEndSettings.from_params(params)
     index = build_index(args.root, args.limit)
-    n_segments = sum(len(segment_starts(d)) for d in index.duration_s)
-    jobs = clip_jobs(index, augment=False)
+    n_segments = sum(len(segment_starts(d)) for d in index.audio_duration_s)
+    jobs = clip_jobs(index, "audio", augment=False)
     paths = index.path.tolist()
     front_end = functools.partial(run_front_end, settings=settings)
 

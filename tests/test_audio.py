@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,25 +18,29 @@ from conftest import REPO, shared
 from python_speech_features import delta as psf_delta
 from python_speech_features import fbank
 
-import avemotion.audio as audio_module
-from avemotion.audio import (
+import avemotion.audio.frontend as frontend_module
+from avemotion.audio.clips import cut_segments, decode_audio, frame_samples, to_mono
+from avemotion.audio.frontend import (
     FrontEndSettings,
-    SpectrogramConfig,
     build_audio_features,
-    delta,
     extract_clips,
-    log_mel,
-    mel_filterbank,
     noisy_copies,
     snr_name,
+)
+from avemotion.audio.spectrogram import (
+    SpectrogramConfig,
+    delta,
+    log_mel,
+    mel_filterbank,
     spectrogram,
 )
-from avemotion.audio_clips import clip_jobs, cut_segments, decode_audio, frame_samples, to_mono
 from avemotion.augment import clip_rng
+from avemotion.clip_stage import clip_jobs
 from avemotion.errors import BadInputError
 from avemotion.h5store import read_attrs, read_meta
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import probe
+from avemotion.params import validate_params
 from avemotion.rejects import read_rejects
 from avemotion.segments import segment_starts
 
@@ -98,7 +104,8 @@ def write_video_only(path: Path, n_frames: int = 50, fps: int = 25) -> Path:
 
 
 def index_row(path: Path, duration_s: float | None = None, fold: int = -1, **extra) -> dict:
-    """One ``data/index.csv`` row; duration and has_audio from :func:`probe` unless given."""
+    """One ``data/index.csv`` row; durations and has_audio from :func:`probe` unless given
+    (a given duration is the audio stream's too)."""
     info = probe(path) if duration_s is None else None
     row = {
         "clip_id": path.stem,
@@ -110,6 +117,8 @@ def index_row(path: Path, duration_s: float | None = None, fold: int = -1, **ext
         "label": 0,
         "sentence": "",
         "duration_s": info.duration_s if info else duration_s,
+        "audio_duration_s": info.audio_duration_s if info else duration_s,
+        "video_duration_s": info.video_duration_s if info else 0.0,
         "has_audio": info.has_audio if info else True,
         "has_video": info.has_video if info else False,
         "fold": fold,
@@ -122,7 +131,8 @@ def make_index(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 
 
-def make_params(snr_db=(), last_segment="pad", modalities=("audio", "video"), n_jobs=1) -> dict:
+def params_tree(snr_db=(), last_segment="pad", modalities=("audio", "video"), n_jobs=1) -> dict:
+    """The params the stage reads, as nested dicts (what ``params.yaml`` holds)."""
     return {
         "base": {
             "seed": 42,
@@ -136,6 +146,11 @@ def make_params(snr_db=(), last_segment="pad", modalities=("audio", "video"), n_
         "audio": {},  # every key at its default
         "augment": {"snr_db": list(snr_db)},
     }
+
+
+def make_params(*args, **kwargs):
+    """:func:`params_tree`, validated as the stages read it."""
+    return validate_params(params_tree(*args, **kwargs))
 
 
 def features_of(path: Path, duration_s: float, settings: FrontEndSettings) -> np.ndarray:
@@ -366,7 +381,7 @@ def test_every_real_clip_gives_its_segments(tmp_path, real_clips, last_segment):
     summary = build_audio_features(index, make_params(last_segment=last_segment), out, rejects_csv)
 
     expected = {
-        row.clip_id: len(segment_starts(row.duration_s, 2.0, 2.0, last_segment, 1.0))
+        row.clip_id: len(segment_starts(row.audio_duration_s, 2.0, 2.0, last_segment, 1.0))
         for row in index.itertuples()
     }
     meta = read_meta(out)
@@ -381,7 +396,7 @@ def test_every_real_clip_gives_its_segments(tmp_path, real_clips, last_segment):
         assert sum(expected.values()) == 59 * 2 + 3 + 12 * 1 + 11 * 2
         assert not rejects
     else:  # CREMA-D clips under 2 s have no full segment to keep
-        short = set(index.clip_id[index.duration_s < 2.0])
+        short = set(index.clip_id[index.audio_duration_s < 2.0])
         assert "1001_DFA_HAP_XX" in short and {r.clip_id for r in rejects} == short
     with h5py.File(out) as handle:
         x = handle["x"][:]
@@ -413,7 +428,8 @@ def test_stage_outcome_for_each_bad_input(tmp_path):
     ]
     index_csv = tmp_path / "index.csv"
     make_index(rows).to_csv(index_csv, index=False)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(make_params((15, 30), n_jobs=2)))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_tree((15, 30), n_jobs=2)))
+    shutil.copy(REPO / "dvc.yaml", tmp_path)  # the stage reads the params it declares there
     out, rejects_csv = tmp_path / "features" / "audio.h5", tmp_path / "features" / "rejects.csv"
     run = subprocess.run(
         [sys.executable, STAGE_SCRIPT, index_csv, out, rejects_csv],
@@ -449,7 +465,7 @@ def test_stage_outcome_for_each_bad_input(tmp_path):
         x = handle["x"][:]
     for row in (r for r in rows if r["clip_id"] in {"hush", "surround", "voice"}):
         path, clip = Path(row["path"]), row["clip_id"]
-        original = features_of(path, row["duration_s"], settings)
+        original = features_of(path, row["audio_duration_s"], settings)
         mine = (meta["clip_id"] == clip) & ~meta["augmented"]
         np.testing.assert_allclose(x[mine][np.argsort(meta["segment"][mine])], original, atol=1e-5)
     audio = decode_audio(clips / "surround.wav")
@@ -475,8 +491,8 @@ def test_clips_together_give_the_rows_of_clips_one_at_a_time(tmp_path, monkeypat
     ]
     rows = [index_row(p, duration_s=d) for p, d in zip(paths, (4.5, 2.0, 2.4, 3.1), strict=True)]
     settings = FrontEndSettings.from_params(make_params((20,)))
-    jobs = clip_jobs(make_index(rows), augment=True)
-    monkeypatch.setattr(audio_module, "BATCH_ROWS", batch_rows)
+    jobs = clip_jobs(make_index(rows), "audio", augment=True)
+    monkeypatch.setattr(frontend_module, "BATCH_ROWS", batch_rows)
     together = extract_clips(jobs, settings)
     alone = [extract_clips([job], settings)[0] for job in jobs]
     assert [r.clip_id for r in together] == [job.clip_id for job in jobs]
@@ -495,7 +511,7 @@ def test_workers_compute_the_parents_spectrograms_after_it_used_torch_threads():
     must not hang its workers, and they must give the parent's numbers."""
     script = """
 import numpy as np, torch
-from avemotion.audio import SpectrogramConfig, spectrogram
+from avemotion.audio.spectrogram import SpectrogramConfig, spectrogram
 from avemotion.parallel import map_clips
 torch.set_num_threads(2)
 signals = np.random.default_rng(0).standard_normal((12, 32000)).astype(np.float32)
@@ -531,21 +547,37 @@ def test_video_only_run_writes_an_empty_table(tmp_path):
         ({"nfft": 512}, "audio.nfft=512 is below the frame length 640"),
         ({"n_frames": 90}, "audio.n_frames=90"),
         ({"high_hz": 9000}, "Nyquist"),
-        ({"n_mel": 30}, "unknown keys"),
-        ({"n_mels": "thirty"}, "audio.n_mels='thirty' is not a number"),
     ],
 )
 def test_bad_audio_params_say_which_key(audio, message):
-    """A wrong ``audio:`` value stops the stage with the key's name, before any decoding."""
-    params = make_params()
-    params["audio"] = audio
-    with pytest.raises(BadInputError, match=message):
-        FrontEndSettings.from_params(params)
+    """``audio:`` values that cannot work together stop the stage with the key's name,
+    before any decoding."""
+    tree = params_tree()
+    tree["audio"] = audio
+    with pytest.raises(BadInputError, match=message) as refused:
+        FrontEndSettings.from_params(validate_params(tree))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("audio", "message"),
+    [
+        ({"n_mel": 30}, "unknown key `audio.n_mel`; did you mean `audio.n_mels`?"),
+        ({"n_mels": "thirty"}, "`audio.n_mels` = 'thirty': should be a valid integer"),
+    ],
+)
+def test_unknown_or_mistyped_audio_keys_are_refused_by_the_schema(audio, message):
+    """A misspelt ``audio:`` key or a value of the wrong type: one line naming the key."""
+    tree = params_tree()
+    tree["audio"] = audio
+    with pytest.raises(BadInputError, match=re.escape(message)) as refused:
+        validate_params(tree)
+    assert "\n" not in str(refused.value)
 
 
 def test_null_params_resolve_to_the_paper_values():
-    params = make_params()
-    params["audio"] = {"nfft": None, "n_frames": None, "high_hz": None, "sample_rate": 16000.0}
-    config = FrontEndSettings.from_params(params).spectrogram
+    tree = params_tree()
+    tree["audio"] = {"nfft": None, "n_frames": None, "high_hz": None, "sample_rate": 16000.0}
+    config = FrontEndSettings.from_params(validate_params(tree)).spectrogram
     assert (config.fft_len, config.n_frames, config.top_hz) == (1024, 100, 8000.0)
     assert config.item_shape == (30, 100, 3) and isinstance(config.sample_rate, int)

@@ -8,23 +8,20 @@ import pandas as pd
 import pytest
 from conftest import shared
 
-from avemotion.audio_clips import decode_audio
-from avemotion.baseline import (
-    BaselinePaths,
-    BaselineSettings,
-    build_mfcc_features,
-    mfcc_statistics,
-    run_fit_baseline,
-)
+from avemotion.audio.clips import decode_audio
+from avemotion.audio.mfcc import MfccSettings, build_mfcc_features, mfcc_statistics
+from avemotion.baseline import BaselinePaths, make_baseline_svm, run_fit_baseline
 from avemotion.errors import BadInputError
 from avemotion.evaluation import read_predictions
 from avemotion.h5store import SegmentWriter, read_attrs, read_meta
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import probe
+from avemotion.params import validate_params
 from avemotion.rejects import read_rejects
 from avemotion.segments import segment_starts
 
-PARAMS = {"base": {"modalities": ["audio", "video"], "n_jobs": 1}, "audio": {"sample_rate": 16000}}
+TREE = {"base": {"modalities": ["audio", "video"], "n_jobs": 1}, "audio": {"sample_rate": 16000}}
+PARAMS = validate_params(TREE)
 
 
 def index_of(paths: list, **overrides) -> pd.DataFrame:
@@ -35,8 +32,10 @@ def index_of(paths: list, **overrides) -> pd.DataFrame:
             {
                 "clip_id": path.stem, "path": str(path), "dataset": "test", "speaker": "01",
                 "gender": "female", "emotion": "neutral", "label": 0, "sentence": "",
-                "duration_s": info.duration_s if info else 3.0, "has_audio": True,
-                "has_video": False, "fold": 0, **overrides.get(path.stem, {}),
+                "duration_s": info.duration_s if info else 3.0,
+                "audio_duration_s": info.audio_duration_s if info else 3.0,
+                "video_duration_s": 0.0, "has_audio": True, "has_video": False, "fold": 0,
+                **overrides.get(path.stem, {}),
             }
         )  # fmt: skip
     return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
@@ -65,7 +64,7 @@ def test_mfcc_rows_on_real_clips(tmp_path) -> None:
 
     meta = read_meta(out)
     expected = [
-        (row.clip_id, len(segment_starts(row.duration_s))) for row in index[:3].itertuples()
+        (row.clip_id, len(segment_starts(row.audio_duration_s))) for row in index[:3].itertuples()
     ]
     counts = pd.Series(meta["clip_id"]).value_counts(sort=False).to_dict()
     assert counts == dict(expected) and expected[2][1] == 1
@@ -77,9 +76,9 @@ def test_mfcc_rows_on_real_clips(tmp_path) -> None:
     assert read_attrs(out)["feature_names"][:2] == ["mfcc_mean_0", "mfcc_mean_1"]
 
     # a segment's statistics use its own real samples only (no padding zeros)
-    settings = BaselineSettings.from_params(PARAMS)
+    settings = MfccSettings.from_params(PARAMS)
     samples = decode_audio(ravdess[0], 16000).samples
-    last = segment_starts(index.loc[0, "duration_s"])[-1]
+    last = segment_starts(index.loc[0, "audio_duration_s"])[-1]
     rows = np.flatnonzero(meta["clip_id"] == ravdess[0].stem)
     tail = samples[round(last * 16000) :]
     assert len(tail) < 2 * 16000  # a partial last segment
@@ -87,7 +86,7 @@ def test_mfcc_rows_on_real_clips(tmp_path) -> None:
 
 
 def test_mfcc_statistics_of_a_steady_tone() -> None:
-    settings = BaselineSettings()
+    settings = MfccSettings()
     t = np.arange(32000) / 16000
     features = mfcc_statistics(0.3 * np.sin(2 * np.pi * 440 * t), settings)
     assert features.shape == (52,) and features.dtype == np.float32
@@ -97,7 +96,9 @@ def test_mfcc_statistics_of_a_steady_tone() -> None:
 
 def test_video_only_run_writes_header_only_baseline_tables(tmp_path) -> None:
     paths = paths_in(tmp_path)
-    params = {"base": {"modalities": ["video"]}, "data": {"classes": ["neutral", "happy"]}}
+    params = validate_params(
+        {"base": {"modalities": ["video"]}, "data": {"classes": ["neutral", "happy"]}}
+    )
     build_mfcc_features(index_of([tmp_path / "a.wav"]), params, paths.mfcc, tmp_path / "r.csv")
     summary = run_fit_baseline(params, 0, paths)
     assert "skipped" in summary and not paths.model.exists()
@@ -107,10 +108,12 @@ def test_video_only_run_writes_header_only_baseline_tables(tmp_path) -> None:
 
 
 def test_settings_are_checked() -> None:
-    with pytest.raises(BadInputError, match="baseline.n_mfcc=40"):
-        BaselineSettings.from_params({**PARAMS, "baseline": {"n_mfcc": 40}})
-    with pytest.raises(BadInputError, match="unknown keys"):
-        BaselineSettings.from_params({**PARAMS, "baseline": {"numcep": 13}})
+    """The params schema refuses bad ``baseline:`` keys, in one line that names them."""
+    with pytest.raises(BadInputError, match="`baseline`.*n_mfcc=40 must be <= n_filters=26"):
+        validate_params({**TREE, "baseline": {"n_mfcc": 40}})
+    with pytest.raises(BadInputError, match="unknown key `baseline.numcep`") as refused:
+        validate_params({**TREE, "baseline": {"numcep": 13}})
+    assert "\n" not in str(refused.value)
 
 
 def test_baseline_svm_fits_and_pairs_with_video(tmp_path) -> None:
@@ -131,10 +134,9 @@ def test_baseline_svm_fits_and_pairs_with_video(tmp_path) -> None:
     with SegmentWriter(tmp_path / "fc_video.h5", (3,), extra_shapes={"probs": (2,)}) as writer:
         writer.append(np.zeros((len(keep), 3)), video_rows, extras={"probs": probs})
     paths = paths_in(tmp_path)
-    params = {
-        "base": {"seed": 1, "modalities": ["audio", "video"]},
-        "data": {"classes": ["a", "b"]},
-    }
+    params = validate_params(
+        {"base": {"seed": 1, "modalities": ["audio", "video"]}, "data": {"classes": ["a", "b"]}}
+    )
     summary = run_fit_baseline(params, 0, paths)
     assert summary["n_train_rows"] == 12 and summary["test_rows_without_video"] == 1
     svm = read_predictions(paths.predictions / "mfcc_svm.csv", 2)
@@ -148,9 +150,7 @@ def test_baseline_svm_fits_and_pairs_with_video(tmp_path) -> None:
 
 
 def test_calibration_folds_shrink_to_the_rarest_class() -> None:
-    from avemotion.baseline import make_baseline_svm
-
-    settings = BaselineSettings.from_params({"base": {}, "baseline": {}})
+    settings = validate_params({"base": {}, "baseline": {}}).baseline
     x = np.random.default_rng(0).normal(size=(8, 4))
     labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])  # 2 of class 2: 2-fold calibration
     model = make_baseline_svm(settings, 0, labels).fit(x, labels)

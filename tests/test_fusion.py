@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
+import h5py
 import joblib
 import numpy as np
 import pandas as pd
@@ -19,19 +21,17 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from avemotion.errors import BadInputError
 from avemotion.evaluation import read_predictions
-from avemotion.fusion import (
-    BranchTable,
-    ELMFusion,
-    FusionSettings,
-    TwoStageELM,
-    cross_fit_probs,
-    fuse_tables,
-    pair_rows,
-)
-from avemotion.h5store import META_COLUMNS, SegmentWriter
+from avemotion.fusion.estimators import ELMFusion, TwoStageELM, cross_fit_probs
+from avemotion.fusion.pairing import fuse_tables, pair_rows
+from avemotion.fusion.stages import ElmPaths, run_fit_elm
+from avemotion.h5store import META_COLUMNS, SegmentWriter, read_meta
 from avemotion.index import INDEX_COLUMNS
+from avemotion.params import Params, validate_params
+from avemotion.params.schema import AugmentParams
+from avemotion.scores import BranchTable
 
 REPO = Path(__file__).resolve().parents[1]
+PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 CLASSES = ["neutral", "happy", "sad", "angry"]
 
 
@@ -160,12 +160,15 @@ def test_elm_fusion_passes_sklearn_checks(stacking: str) -> None:
     )
 
 
-def test_settings_name_every_bad_value() -> None:
+def test_params_name_every_bad_fusion_value() -> None:
     with pytest.raises(BadInputError) as error:
-        FusionSettings.from_params({"fusion": {"elm1_hidden": 0, "svm_gamma": "wide"}})
-    assert "fusion.elm1_hidden=0" in str(error.value) and "fusion.svm_gamma" in str(error.value)
-    with pytest.raises(BadInputError, match="unknown keys"):
-        FusionSettings.from_params({"fusion": {"epsilon": 1.0}})
+        validate_params({"fusion": {"elm1_hidden": 0, "svm_gamma": "wide"}})
+    message = str(error.value)
+    assert "\n" not in message
+    assert "`fusion.elm1_hidden` = 0" in message and "`fusion.svm_gamma` = 'wide'" in message
+    with pytest.raises(BadInputError, match=r"unknown key `fusion\.epsilon`") as error:
+        validate_params({"fusion": {"epsilon": 1.0}})
+    assert "\n" not in str(error.value)
 
 
 # --------------------------------------------------------------------------- pairing
@@ -205,7 +208,7 @@ def test_pairing_rule_with_augmented_copies_and_unpaired_rows() -> None:
             ("c1", 0, "rot4"), ("c1", 0, "rot8"), ("c1", 0, "rot16"), ("c3", 0, "rot4"),
         ],
     )  # fmt: skip
-    augment = {"snr_db": [15, 20], "rotation_deg": [4, 8, 16]}
+    augment = AugmentParams(snr_db=[15, 20], rotation_deg=[4, 8, 16])
     row_a, row_v, counts = pair_rows(audio, video, augment)
     pairs = {
         (audio.meta["augmentation"][a] or "-", video.meta["augmentation"][v] or "-",
@@ -236,7 +239,7 @@ def test_pairing_refuses_an_augmentation_not_in_params() -> None:
     audio = branch("audio", [("c1", 0, ""), ("c1", 0, "snr10")])
     video = branch("video", [("c1", 0, "")])
     with pytest.raises(BadInputError, match=r"snr10.*augment.snr_db"):
-        pair_rows(audio, video, {"snr_db": [15], "rotation_deg": []})
+        pair_rows(audio, video, AugmentParams(snr_db=[15], rotation_deg=[]))
 
 
 # --------------------------------------------------------------------------- stages
@@ -280,6 +283,7 @@ def synthetic_index(n_speakers: int = 6, clips_per_speaker: int = 8) -> pd.DataF
                     "clip_id": f"s{s}_c{j}", "path": f"s{s}_c{j}.mp4", "dataset": "synthetic",
                     "speaker": f"{s:02d}", "gender": "female" if s < 3 else "male",
                     "emotion": CLASSES[label], "label": label, "sentence": "", "duration_s": 4.0,
+                    "audio_duration_s": 4.0, "video_duration_s": 4.0,
                     "has_audio": True, "has_video": True, "fold": s % 2,
                 }
             )  # fmt: skip
@@ -309,7 +313,7 @@ def project(tmp_path, monkeypatch) -> Path:
     """A project folder with params.yaml, the index, fc tables for 2 folds and mfcc.h5."""
     params = {
         "base": {"seed": 3, "modalities": ["audio", "video"], "n_jobs": 1},
-        "data": {"dataset": "synthetic", "classes": CLASSES},
+        "data": {"dataset": "manifest", "classes": CLASSES},
         "split": {"protocol": "speaker"},
         "augment": {"snr_db": [15, 20], "rotation_deg": [4]},
         "fusion": {"elm1_hidden": 20, "elm2_hidden_per_class": 10, "cross_fit_folds": 2},
@@ -324,24 +328,26 @@ def project(tmp_path, monkeypatch) -> Path:
         write_fc(folder / "fc_audio.h5", "audio", index, 12, ["snr15", "snr20"], fold)
         write_fc(folder / "fc_video.h5", "video", index, 10, ["rot4"], 10 + fold)
     write_mfcc(tmp_path / "data" / "features" / "mfcc.h5", index)
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")  # the stages read their params' keys
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
-def run_script(name: str, *args: str, monkeypatch) -> None:
-    monkeypatch.setattr(sys, "argv", [name, *args])
-    runpy.run_path(str(REPO / "stages" / name), run_name="__main__")
+def run_stage(stage: str, fold: str = "", *, monkeypatch) -> None:
+    """Run ``stages/<stage>.py`` in this process with the paths its ``dvc.yaml`` cmd gives
+    (``${item}`` is the fold)."""
+    entry = PIPELINE[stage]
+    words = entry.get("do", entry)["cmd"].replace("${item}", fold).split()
+    assert words[0] == "python" and not any("${" in word for word in words), words
+    monkeypatch.setattr(sys, "argv", words[1:])
+    runpy.run_path(str(REPO / words[1]), run_name="__main__")
 
 
 def test_stages_end_to_end_on_synthetic_tables(project: Path, monkeypatch, capsys) -> None:
     for fold in ("0", "1"):
-        for script in ("fit_elm.py", "fit_svm.py", "fit_baseline.py"):
-            run_script(script, fold, monkeypatch=monkeypatch)
-    run_script(
-        "evaluate.py", "data/index.csv", "data/predictions", "metrics/fusion",
-        "metrics/metrics.json", "metrics/confusion.json", "metrics/report.md",
-        monkeypatch=monkeypatch,
-    )  # fmt: skip
+        for stage in ("fit_elm", "fit_svm", "fit_baseline"):
+            run_stage(stage, fold, monkeypatch=monkeypatch)
+    run_stage("evaluate", monkeypatch=monkeypatch)
     out = capsys.readouterr().out
     assert "pairing:" in out and "elm_svm: clip accuracy" in out
 
@@ -385,8 +391,8 @@ def test_audio_only_run_writes_empty_tables_for_video_systems(project, monkeypat
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["base"]["modalities"] = ["audio"]
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    for script in ("fit_elm.py", "fit_svm.py", "fit_baseline.py"):
-        run_script(script, "0", monkeypatch=monkeypatch)
+    for stage in ("fit_elm", "fit_svm", "fit_baseline"):
+        run_stage(stage, "0", monkeypatch=monkeypatch)
     folder = Path("data/predictions/fold0")
     sizes = {p.stem: len(read_predictions(p)) for p in folder.glob("*.csv")}
     assert sizes == {
@@ -402,15 +408,101 @@ def test_unknown_gender_stops_fit_elm_with_one_clear_line(project, monkeypatch, 
     write_fc(Path("data/features/fold0/fc_audio.h5"), "audio", index, 12, ["snr15"], 0)
     write_fc(Path("data/features/fold0/fc_video.h5"), "video", index, 10, ["rot4"], 0)
     with pytest.raises(SystemExit) as stopped:
-        run_script("fit_elm.py", "0", monkeypatch=monkeypatch)
+        run_stage("fit_elm", "0", monkeypatch=monkeypatch)
     assert stopped.value.code == 1
     error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "dataset synthetic have unknown gender" in error
+    assert error.count("\n") == 0 and "dataset manifest have unknown gender" in error
     assert "fusion.use_gender: false" in error
     # with use_gender false the same tables run, and no gender accuracy is claimed
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["fusion"]["use_gender"] = False
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    run_script("fit_elm.py", "0", monkeypatch=monkeypatch)
+    run_stage("fit_elm", "0", monkeypatch=monkeypatch)
     summary = json.loads(Path("metrics/fusion/fold0.json").read_text())
     assert summary["elm1_gender_accuracy"] is None and summary["use_gender"] is False
+
+
+# --------------------------------------------------------------------------- fit_elm itself
+
+
+def elm_paths(folder: Path, features: Path) -> ElmPaths:
+    return ElmPaths(
+        features=features,
+        model=folder / "elm.joblib",
+        scores=folder / "elm_scores.npz",
+        predictions=folder / "predictions",
+        metrics=folder / "fold0.json",
+    )
+
+
+def small_params() -> Params:
+    return validate_params(
+        {
+            "base": {"seed": 3, "modalities": ["audio", "video"]},
+            "data": {"classes": CLASSES},
+            "augment": {"snr_db": [15], "rotation_deg": [4]},
+            "fusion": {"elm1_hidden": 20, "elm2_hidden_per_class": 10, "cross_fit_folds": 2},
+        }
+    )
+
+
+@pytest.mark.parametrize("one_gender", [True, False])
+def test_fit_elm_skips_elm1_when_the_training_rows_have_one_gender(tmp_path, one_gender) -> None:
+    index = synthetic_index()
+    if one_gender:  # fold 0 trains on the odd speakers (fold 1): all men; its test: women
+        index["gender"] = np.where(index["fold"] == 1, "male", "female")
+    features = tmp_path / "features"
+    write_fc(features / "fc_audio.h5", "audio", index, 12, ["snr15"], 0)
+    write_fc(features / "fc_video.h5", "video", index, 10, ["rot4"], 10)
+    paths = elm_paths(tmp_path / "out", features)
+    summary = run_fit_elm(small_params(), 0, paths)
+    elm = joblib.load(paths.model)
+    assert summary == json.loads(paths.metrics.read_text())
+    if one_gender:
+        assert "one gender (male)" in summary["elm1_skipped"]
+        assert summary["use_gender"] is False and summary["settings"]["use_gender"] is False
+        assert elm.elm1_ is None and not elm.use_gender
+        assert summary["elm1_gender_accuracy"] is None and summary["elm1_gender_classes"] == []
+    else:
+        assert summary["elm1_skipped"] is None and summary["use_gender"] is True
+        assert elm.elm1_ is not None and elm.elm1_.classes_.tolist() == ["female", "male"]
+        assert summary["elm1_gender_accuracy"] is not None
+    assert summary["elm2_test_accuracy"] > 0.8  # ELM-2 still learns the emotions
+
+
+def test_scaler_and_both_elms_are_fitted_on_training_rows_only(tmp_path) -> None:
+    """A test row's features set to 1e6 changes nothing that fit_elm fits: the scaler's
+    mean and scale, ELM-1's and ELM-2's output weights, the training rows' scores."""
+    index = synthetic_index()
+    runs = {}
+    for name in ("clean", "extreme"):
+        features = tmp_path / name / "features"
+        write_fc(features / "fc_audio.h5", "audio", index, 12, ["snr15"], 0)
+        write_fc(features / "fc_video.h5", "video", index, 10, ["rot4"], 10)
+        if name == "extreme":  # one original row of fold 0, a test row
+            meta = read_meta(features / "fc_audio.h5")
+            row = np.flatnonzero((meta["fold"] == 0) & ~meta["augmented"])[3]
+            extreme = (meta["clip_id"][row], meta["segment"][row])
+            with h5py.File(features / "fc_audio.h5", "r+") as handle:
+                handle["x"][row] = 1e6
+        paths = elm_paths(tmp_path / name, features)
+        run_fit_elm(small_params(), 0, paths)
+        runs[name] = (joblib.load(paths.model), dict(np.load(paths.scores)))
+    (clean, clean_scores), (moved, extreme_scores) = runs["clean"], runs["extreme"]
+    for attribute in ("mean_", "scale_"):
+        np.testing.assert_array_equal(
+            getattr(clean.scaler_, attribute), getattr(moved.scaler_, attribute)
+        )
+    for elm in ("elm1_", "elm2_"):
+        np.testing.assert_array_equal(
+            getattr(clean, elm).output_weights_, getattr(moved, elm).output_weights_
+        )
+    for key in ("train_same", "train_crossfit"):
+        np.testing.assert_array_equal(clean_scores[key], extreme_scores[key])
+    # the extreme row is a test row that reaches the model: its scores, and only its, differ
+    at = (extreme_scores["test_clip_id"] == extreme[0]) & (
+        extreme_scores["test_segment"] == extreme[1]
+    )
+    assert at.sum() == 1
+    assert not np.array_equal(clean_scores["test"][at], extreme_scores["test"][at])
+    np.testing.assert_array_equal(clean_scores["test"][~at], extreme_scores["test"][~at])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,16 @@ from test_media import AAC_FRAME_S, FPS, write_av_mp4
 
 from avemotion.errors import BadInputError
 from avemotion.index import INDEX_COLUMNS, build_index, read_index, summarise
+from avemotion.params import validate_params
 from avemotion.rejects import read_rejects
 
 SPLIT = {"protocol": "kfold", "n_folds": 2, "seed": 1}
+
+
+def index_of(data: dict, split: dict, modalities: list[str], n_jobs: int = 1):
+    """:func:`build_index` on the ``data:`` and ``split:`` sections, checked as the stage does."""
+    params = validate_params({"data": data, "split": split})
+    return build_index(params.data, params.split, modalities, n_jobs)
 
 
 def data_params(root: Path, **extra) -> dict:
@@ -53,7 +61,7 @@ def messy_ravdess(tmp_path):
 
 
 def test_bad_files_are_rejected_with_reasons_and_the_rest_indexed(messy_ravdess):
-    result = build_index(data_params(messy_ravdess), SPLIT, ["audio", "video"])
+    result = index_of(data_params(messy_ravdess), SPLIT, ["audio", "video"])
     assert len(result.clips) == 6
     assert list(result.clips.columns) == list(INDEX_COLUMNS)
     reasons = {Path(r.path).name: r.reason for r in result.rejects}
@@ -70,7 +78,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_rest_indexed(messy_ravdess)
 
 
 def test_classes_select_order_and_count_the_rest(messy_ravdess):
-    result = build_index(
+    result = index_of(
         data_params(messy_ravdess, classes=["surprised", "neutral"]), SPLIT, ["video"]
     )
     assert dict(zip(result.clips["emotion"], result.clips["label"], strict=True)) == {
@@ -87,7 +95,7 @@ def test_too_many_rejects_fail_clearly(messy_ravdess):
         match=r"3 of 9 files rejected \(truncated=1, unreadable container=1, zero bytes=1\), "
         r"more than data.max_reject_fraction=0.2",
     ):
-        build_index(data_params(messy_ravdess, max_reject_fraction=0.2), SPLIT, ["audio"])
+        index_of(data_params(messy_ravdess, max_reject_fraction=0.2), SPLIT, ["audio"])
 
 
 def test_nothing_usable_fails_clearly(tmp_path):
@@ -96,7 +104,7 @@ def test_nothing_usable_fails_clearly(tmp_path):
         BadInputError,
         match=r"no usable clip found by the ravdess adapter \(1 media files, 1 rejected",
     ):
-        build_index(data_params(tmp_path), SPLIT, ["audio"])
+        index_of(data_params(tmp_path), SPLIT, ["audio"])
 
 
 def test_duplicates_keep_one_file(tmp_path):
@@ -114,7 +122,7 @@ def test_duplicates_keep_one_file(tmp_path):
         "classes": None,
         "max_reject_fraction": 1.0,
     }
-    result = build_index(data, {"protocol": "fixed", "test_speakers": ["1001"]}, ["audio", "video"])
+    result = index_of(data, {"protocol": "fixed", "test_speakers": ["1001"]}, ["audio", "video"])
     assert sorted(result.clips["clip_id"]) == ["1001_DFA_ANG_XX", "1002_DFA_HAP_XX"]
     reasons = {Path(r.path).name: r.reason for r in result.rejects}
     assert reasons == {
@@ -131,7 +139,7 @@ def test_each_streams_length_is_a_column(tmp_path):
     (tmp_path / "03-01-05-01-01-01-02.flac").symlink_to(
         shared("ravdess-speech/Actor_02/03-01-05-01-01-01-02.flac")
     )
-    result = build_index(data_params(tmp_path), SPLIT, ["audio", "video"])
+    result = index_of(data_params(tmp_path), SPLIT, ["audio", "video"])
     assert result.rejects == []
     index_path = tmp_path / "index.csv"
     result.clips.to_csv(index_path, index=False)
@@ -149,7 +157,7 @@ def test_each_streams_length_is_a_column(tmp_path):
 
 
 def test_real_clips_have_both_stream_lengths(messy_ravdess):
-    clips = build_index(data_params(messy_ravdess), SPLIT, ["audio", "video"]).clips
+    clips = index_of(data_params(messy_ravdess), SPLIT, ["audio", "video"]).clips
     for column in ("audio_duration_s", "video_duration_s"):
         assert (clips[column] > 0).all()
         assert ((clips[column] - clips["duration_s"]).abs() < 0.2).all()
@@ -164,7 +172,7 @@ def test_corpus_of_linked_actor_folders(tmp_path):
     (corpus / "Actor_09").mkdir()
     (corpus / "Actor_09" / "01-01-03-01-01-01-09.mp4").symlink_to(tmp_path / "unmounted.mp4")
     split = {"protocol": "fixed", "test_speakers": ["01"]}
-    result = build_index(data_params(corpus), split, ["audio", "video"])
+    result = index_of(data_params(corpus), split, ["audio", "video"])
     assert len(result.clips) == 11
     assert all(path.startswith(str(corpus / "Actor_01") + "/") for path in result.clips["path"])
     [reject] = result.rejects
@@ -174,6 +182,7 @@ def test_corpus_of_linked_actor_folders(tmp_path):
 
 def run_index_stage(workdir: Path, params: dict) -> subprocess.CompletedProcess:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(REPO / "dvc.yaml", workdir / "dvc.yaml")  # the stage reads what it declares
     return subprocess.run(
         [sys.executable, str(REPO / "stages" / "index.py"), "data/index.csv", "data/rejects.csv"],
         cwd=workdir,

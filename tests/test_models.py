@@ -20,7 +20,7 @@ from avemotion.models import (
     fc_feature_dim,
     load_conv_weights,
 )
-from avemotion.params import load_params
+from avemotion.params import Params, load_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,14 @@ CPU = {
     "audio": {"channels": [16, 32, 64, 128], "fc": [256, 256]},
     "video": {"channels": [16, 32, 64, 64, 128, 128, 128, 128], "fc": [256, 256], "input_size": 64},
 }
-PARAMS = {"base": {"profile": "cpu"}, "models": {"dropout": 0.5, "cpu": CPU, "paper": PAPER}}
+TREE = {"base": {"profile": "cpu"}, "models": {"dropout": 0.5, "cpu": CPU, "paper": PAPER}}
+PARAMS = validate_params(TREE)
+
+
+def with_profile(params: Params, profile: str) -> Params:
+    """``params`` with another ``base.profile``, checked again."""
+    tree = params.model_dump()
+    return validate_params({**tree, "base": {**tree["base"], "profile": profile}})
 
 
 def conv_params(c_in: int, c_out: int, kernel_volume: int) -> int:
@@ -154,13 +161,18 @@ def test_last_layer_starts_from_gaussian_0_01() -> None:
 
 def test_branch_spec_reads_the_profile_and_names_bad_keys() -> None:
     assert branch_spec(PARAMS, "video").channels == tuple(CPU["video"]["channels"])
-    paper = {**PARAMS, "base": {"profile": "paper"}}
-    assert branch_spec(paper, "video").input_size == 112
-    with pytest.raises(BadInputError, match="base.profile is 'gpu'"):
-        branch_spec({**PARAMS, "base": {"profile": "gpu"}}, "audio")
-    bad = {"base": {"profile": "cpu"}, "models": {"cpu": {"video": {"channels": [8], "fc": [8]}}}}
-    with pytest.raises(BadInputError, match=r"models\.cpu\.video\.channels must list 8"):
-        branch_spec(bad, "video")
+    assert branch_spec(with_profile(PARAMS, "paper"), "video").input_size == 112
+    tiny = {"audio": {"channels": [4] * 4, "fc": [8], "dropout": 0.2}, "video": CPU["video"]}
+    custom = validate_params({"base": {"profile": "tiny"}, "models": {"tiny": tiny}})
+    spec = branch_spec(custom, "audio")
+    assert (spec.channels, spec.fc, spec.dropout) == ((4, 4, 4, 4), (8,), 0.2)
+    assert branch_spec(custom, "video").dropout == 0.5  # models.dropout where none is given
+    with pytest.raises(BadInputError, match="base.profile='gpu' is not a profile") as error:
+        validate_params({**TREE, "base": {"profile": "gpu"}})
+    assert "\n" not in str(error.value)
+    bad = {"audio": CPU["audio"], "video": {"channels": [8], "fc": [8]}}
+    with pytest.raises(BadInputError, match=r"models\.cpu.*video\.channels lists 1 widths.*8"):
+        validate_params({"base": {"profile": "cpu"}, "models": {"cpu": bad}})
 
 
 def test_too_small_input_is_refused() -> None:
@@ -247,15 +259,13 @@ def test_init_weights_missing_or_not_a_state_dict(tmp_path: Path) -> None:
 
 def test_params_yaml_profiles_match_the_paper() -> None:
     params = load_params(ROOT / "params.yaml")
-    if "models" not in params:
-        pytest.skip("params.yaml has no models: section yet")
-    paper = {**params, "base": {**params["base"], "profile": "paper"}}
+    paper = with_profile(params, "paper")
     for branch in ("audio", "video"):
         spec = branch_spec(paper, branch)
         assert list(spec.channels) == PAPER[branch]["channels"]
         assert list(spec.fc) == PAPER[branch]["fc"]
         assert spec.dropout == 0.5 and not spec.batch_norm
     assert branch_spec(paper, "video").input_size == 112
-    cpu = {**params, "base": {**params["base"], "profile": "cpu"}}
+    cpu = with_profile(params, "cpu")
     build_audio_cnn(4, branch_spec(cpu, "audio"))
     build_video_cnn(4, branch_spec(cpu, "video"))

@@ -7,9 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from avemotion.audio import FrontEndSettings
-from avemotion.baseline import BaselineSettings
+from avemotion.audio.frontend import FrontEndSettings
+from avemotion.audio.mfcc import MfccSettings
 from avemotion.errors import BadInputError
+from avemotion.params import validate_params
 from avemotion.segments import SegmentParams, segment_starts
 
 
@@ -51,11 +52,12 @@ def test_bad_arguments():
 
 def test_segment_params_are_read_once_for_every_branch():
     """The audio and video front-ends and the MFCC baseline read the same ``base:`` keys."""
-    params = {"base": {"segment_s": "1.5", "hop_s": 1, "last_segment": "drop"}, "audio": {}}
+    tree = {"base": {"segment_s": "1.5", "hop_s": 1, "last_segment": "drop"}, "audio": {}}
+    params = validate_params(tree)
     segments = SegmentParams.from_params(params)
     assert segments == SegmentParams(1.5, 1.0, "drop", 1.0)
     assert FrontEndSettings.from_params(params).segments == segments
-    assert BaselineSettings.from_params(params).segments == segments
+    assert MfccSettings.from_params(params).segments == segments
     assert segments.starts(3.2).tolist() == [0.0, 1.0]
     assert segments.no_segment_reason(1.2).startswith("no analysis segment: 1.20 s")
 
@@ -63,12 +65,14 @@ def test_segment_params_are_read_once_for_every_branch():
 @pytest.mark.parametrize(
     ("base", "message"),
     [
-        ({"segment_s": 0}, "base.segment_s=0.0 and base.hop_s=2.0 must be positive"),
-        ({"hop_s": "x"}, "base.hop_s='x' is not a number"),
-        ({"last_segment": "keep"}, "base.last_segment='keep' must be 'pad' or 'drop'"),
-        ({"min_segment_s": -1}, "base.min_segment_s=-1.0 must be >= 0"),
+        ({"segment_s": 0}, "`base.segment_s` = 0: should be greater than 0"),
+        ({"hop_s": "x"}, "`base.hop_s` = 'x': should be a valid number"),
+        ({"last_segment": "keep"}, "`base.last_segment` = 'keep': should be 'pad' or 'drop'"),
+        ({"min_segment_s": -1}, "`base.min_segment_s` = -1: should be greater than or equal to 0"),
     ],
 )
 def test_bad_segment_params_name_their_key(base, message):
-    with pytest.raises(BadInputError, match=re.escape(message)):
-        SegmentParams.from_params({"base": base})
+    """The params schema refuses a bad segment key, in one line that names it."""
+    with pytest.raises(BadInputError, match=re.escape(message)) as refused:
+        validate_params({"base": base})
+    assert "\n" not in str(refused.value)

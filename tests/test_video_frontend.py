@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +20,10 @@ from avemotion.h5store import read_attrs, read_meta
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import probe
 from avemotion.parallel import map_clips
+from avemotion.params import Params, validate_params
+from avemotion.params.schema import VideoParams
 from avemotion.segments import segment_starts
-from avemotion.video import (
-    VideoParams,
-    build_visual_tensors,
-    clip_keyframes,
-    extract_keyframes,
-    frontend,
-)
+from avemotion.video import build_visual_tensors, clip_keyframes, extract_keyframes, frontend
 from avemotion.video.decode import gray_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +36,7 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-def make_params(n_jobs: int = 2, rotation_deg=(), **video) -> dict:
+def params_tree(n_jobs: int = 2, rotation_deg=(), **video) -> dict:
     return {
         "base": {
             "seed": 42, "segment_s": 2.0, "hop_s": 2.0, "last_segment": "pad",
@@ -48,6 +45,10 @@ def make_params(n_jobs: int = 2, rotation_deg=(), **video) -> dict:
         "video": dict(video),
         "augment": {"rotation_deg": list(rotation_deg), "snr_db": []},
     }  # fmt: skip
+
+
+def make_params(n_jobs: int = 2, rotation_deg=(), **video) -> Params:
+    return validate_params(params_tree(n_jobs, rotation_deg, **video))
 
 
 def make_index(entries: list[tuple[str, Path, float, bool]], folds=None) -> pd.DataFrame:
@@ -65,6 +66,8 @@ def make_index(entries: list[tuple[str, Path, float, bool]], folds=None) -> pd.D
                 "label": 1,
                 "sentence": "",
                 "duration_s": duration_s,
+                "audio_duration_s": duration_s,
+                "video_duration_s": duration_s,
                 "has_audio": True,
                 "has_video": has_video,
                 "fold": -1 if folds is None else folds[i],
@@ -184,8 +187,10 @@ def test_bad_clips_are_rejected_with_their_reason_and_the_stage_finishes(bad_cli
     if "mp3" in bad_clips:
         assert "has_video is false" in reasons["mp3"]
     assert set(reasons) == set(bad_clips) - {"padded", "halfface"}
-    assert summary["rejects"] == len(reasons)
+    assert summary["rejected"] == len(reasons)
     assert summary["segments_without_face"] == 1
+    assert summary["clips"] == len(entries) and summary["clips_written"] == 3
+    assert summary["rows"] == 4 and summary["augmented_rows"] == 0
 
     meta = read_meta(out)
     # the real clip keeps its two full segments, the 1.5 s clip one padded segment, and
@@ -238,8 +243,9 @@ def test_the_stage_scripts_run_end_to_end(tmp_path):
     make_index([("crema", clip, probe(clip).duration_s, True)]).to_csv(
         tmp_path / "index.csv", index=False
     )
-    params = make_params(n_jobs=1, rotation_deg=[4], input_size=32)
+    params = params_tree(n_jobs=1, rotation_deg=[4], input_size=32)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")  # the stages read their params' keys
     scripts = ROOT / "stages"
     kf, rejects, tensors = "keyframes.h5", "rejects.csv", "video.h5"
     for args in (
@@ -264,10 +270,6 @@ def test_the_stage_scripts_run_end_to_end(tmp_path):
 
 def test_audio_only_run_writes_empty_video_tables(tmp_path):
     """With base.modalities [audio] the video stages leave empty, well-formed tables."""
-    from avemotion.h5store import read_attrs, read_meta
-    from avemotion.video import build_visual_tensors, extract_keyframes
-    from avemotion.video.config import VideoParams
-
     index = pd.DataFrame(
         {
             "clip_id": ["a"],
@@ -279,28 +281,28 @@ def test_audio_only_run_writes_empty_video_tables(tmp_path):
             "label": [0],
             "sentence": [""],
             "duration_s": [3.0],
+            "audio_duration_s": [3.0],
+            "video_duration_s": [0.0],
             "has_audio": [True],
             "has_video": [False],
             "fold": [0],
         }
     )
-    params = {
-        "base": {
-            "modalities": ["audio"],
-            "n_jobs": 1,
-            "segment_s": 2.0,
-            "hop_s": 2.0,
-            "last_segment": "pad",
-            "min_segment_s": 1.0,
-            "seed": 0,
-        },
-        "video": {},
-        "augment": {"rotation_deg": [4]},
-    }
+    tree = params_tree(n_jobs=1, rotation_deg=[4])
+    params = validate_params({**tree, "base": {**tree["base"], "modalities": ["audio"]}})
     keyframes, video = tmp_path / "keyframes.h5", tmp_path / "video.h5"
-    extract_keyframes(index, params, keyframes, tmp_path / "rejects.csv")
+    rejects = tmp_path / "rejects.csv"
+    summary = extract_keyframes(index, params, keyframes, rejects)
+    assert "no video features" in summary["skipped"]
+    assert (summary["clips"], summary["rows"], summary["rejected"]) == (1, 0, 0)
     assert len(read_meta(keyframes)["clip_id"]) == 0
-    assert "no video features" in read_attrs(keyframes)["skipped"]
-    build_visual_tensors(keyframes, params, video)
+    attrs = read_attrs(keyframes)
+    assert attrs["skipped"] == attrs["summary_skipped"] == summary["skipped"]
+    with rejects.open(newline="") as handle:
+        assert list(csv.DictReader(handle)) == []  # an empty report, header only
+    with h5py.File(keyframes, "r") as handle:  # the layout of a real table (16 keyframes)
+        assert handle["x"].shape == (0, 16, 112, 112) and handle["x"].dtype == np.uint8
+    assert build_visual_tensors(keyframes, params, video) == {"segments": 0, "augmented": 0}
     assert len(read_meta(video)["clip_id"]) == 0
-    assert VideoParams.from_params(params).n_keyframes == 16
+    with h5py.File(video, "r") as handle:
+        assert handle["x"].shape == (0, 16, 64, 64, 3)

@@ -81,7 +81,9 @@ def describe(error: ValidationError, tree: dict[str, Any]) -> str:
         shown = "" if isinstance(value, dict | list) else f" = {value!r}"
         head = f"`{key}`{shown}" if key else ""
         message = problem["msg"].removeprefix("Value error, ")
-        clauses.setdefault(head, []).append(message.removeprefix("Input should be "))
+        if message.startswith("Input should be "):
+            message = "should be " + message.removeprefix("Input should be ")
+        clauses.setdefault(head, []).append(message)
     parts = []
     for head, messages in clauses.items():
         said = [m for m in dict.fromkeys(messages) if m]
@@ -90,13 +92,13 @@ def describe(error: ValidationError, tree: dict[str, Any]) -> str:
         elif not said:
             parts.append(head)
         else:
-            allowed = " or ".join(said)
-            if head:
-                typed = allowed.startswith("a valid")
-                constraint = _constraints(head.split("`")[1]) if typed else ""
-                parts.append(f"{head}: should be {allowed}{constraint}")
-            else:
-                parts.append(allowed)
+            allowed = " or ".join(m.removeprefix("should be ") for m in said)
+            if not all(m.startswith("should be ") for m in said):
+                parts.append(f"{head}: {'; '.join(said)}" if head else "; ".join(said))
+                continue
+            typed = allowed.startswith("a valid")
+            constraint = _constraints(head.split("`")[1]) if typed and head else ""
+            parts.append(f"{head}: should be {allowed}{constraint}" if head else allowed)
     return "; ".join(parts)
 
 
