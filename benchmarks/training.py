@@ -14,9 +14,9 @@ import resource
 import time
 
 import torch
-import yaml
 
 from avemotion.models import branch_spec, build_audio_cnn, build_video_cnn, count_parameters
+from avemotion.params import load_params, validate_params
 
 N_CLASSES = 8
 
@@ -50,11 +50,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params = yaml.safe_load(open("params.yaml"))
+    tree = load_params("params.yaml").model_dump()
     print(f"torch {torch.__version__}, {args.threads} threads, device cpu, {N_CLASSES} classes")
     print(f"{'branch':6} {'profile':7} {'params':>11} {'batch':>5} {'train/s':>9} {'infer/s':>9}")
     for profile in ("cpu", "paper"):
-        params["base"] = {**params.get("base", {}), "profile": profile}
+        params = validate_params({**tree, "base": {**tree["base"], "profile": profile}})
         for branch in ("audio", "video"):
             spec = branch_spec(params, branch)
             torch.manual_seed(0)

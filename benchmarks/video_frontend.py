@@ -24,7 +24,6 @@ import argparse
 import resource
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -32,11 +31,9 @@ import pandas as pd
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import probe
 from avemotion.parallel import map_clips
-from avemotion.video import (
-    VideoParams,
-    build_visual_tensors,
-    extract_keyframes,
-)
+from avemotion.params import validate_params
+from avemotion.params.schema import VideoParams
+from avemotion.video import build_visual_tensors, extract_keyframes
 from avemotion.video.decode import gray_frames
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,11 +48,14 @@ def _clips() -> list[Path]:
 
 
 def _index(clips: list[Path]) -> pd.DataFrame:
+    infos = {p: probe(p) for p in clips}
     rows = [
         {"clip_id": p.stem, "path": str(p), "dataset": p.parent.name, "speaker": p.parent.name,
          "gender": "unknown", "emotion": "x", "label": 0, "sentence": "",
-         "duration_s": probe(p).duration_s, "has_audio": True, "has_video": True, "fold": -1}
-        for p in clips
+         "duration_s": info.duration_s, "audio_duration_s": info.audio_duration_s,
+         "video_duration_s": info.video_duration_s, "has_audio": info.has_audio,
+         "has_video": info.has_video, "fold": -1}
+        for p, info in infos.items()
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 
@@ -71,12 +71,12 @@ def _decode_only(clips: list[Path], n_jobs: int) -> tuple[int, float]:
 
 
 def _front_end(index: pd.DataFrame, n_jobs: int, **video) -> tuple[dict, float, float]:
-    params = {
+    params = validate_params({
         "base": {"segment_s": 2.0, "hop_s": 2.0, "last_segment": "pad", "min_segment_s": 1.0,
                  "n_jobs": n_jobs},
         "video": video,
         "augment": {"rotation_deg": []},
-    }  # fmt: skip
+    })  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         start = time.perf_counter()
@@ -127,14 +127,14 @@ def main() -> None:
     print(
         f"\n{len(clips)} clips, {n_frames} frames, {args.n_jobs} processes, best of {args.repeat}"
     )
-    print(f"video params: {asdict(defaults)}")
+    print(f"video params: {defaults.model_dump()}")
     print(f"decode only         {decode_s:7.2f} s  {n_frames / decode_s:7.1f} frames/s")
     print(f"keyframes stage     {keyframes_s:7.2f} s  {n_frames / keyframes_s:7.1f} frames/s")
     print(f"whole front-end     {total_s:7.2f} s  {n_frames / total_s:7.1f} frames/s")
     print(f"front-end / decode  {total_s / decode_s:7.2f} x  (target <= 3)")
     print(
-        f"segments {summary['segments']}, face in {summary['face_frames']}/{summary['frames']} "
-        f"frames, rejects {summary['rejects']}"
+        f"segments {summary['rows']}, face in {summary['face_frames']}/{summary['frames']} "
+        f"frames, rejected clips {summary['rejected']}"
     )
     if args.sweep:
         _sweep(index, args.n_jobs, args.repeat)

@@ -23,9 +23,9 @@ def test_every_preset_key_exists_in_params_yaml(name):
 
 
 def test_paper_preset_values_and_arguments():
-    preset = load_preset("paper-random", REPO / "params")
+    preset = load_preset("paper-enterface", REPO / "params")
     assert preset["train.lr"] == 0.001 and preset["base.profile"] == "paper"  # from `extends`
-    assert preset["split.protocol"] == "random"
+    assert preset["split.protocol"] == "kfold"
     arguments = set_arguments(preset)
     assert "augment.rotation_deg=[4,8,16,32]" in arguments
     assert all(" " not in a for a in arguments)

@@ -9,6 +9,7 @@ import pytest
 from avemotion import splits
 from avemotion.augment import rotate_image
 from avemotion.h5store import META_COLUMNS, SegmentWriter, read_meta
+from avemotion.params import validate_params
 from avemotion.video import build_visual_tensors, keyframe_tensor
 from avemotion.video.texture import visual_channels
 
@@ -85,12 +86,14 @@ def _write_keyframes(path, clip_folds: np.ndarray) -> np.ndarray:
 def test_augmented_rows_exist_only_where_allowed_and_never_test(protocol, tmp_path):
     clip_folds = _protocol_folds(protocol)
     keyframes = _write_keyframes(tmp_path / "keyframes.h5", clip_folds)
-    params = {
-        "base": {"n_jobs": 1},
-        "video": {"input_size": INPUT_SIZE},
-        "augment": {"rotation_deg": [4, 8, 16, 32]},
-    }
-    build_visual_tensors(tmp_path / "keyframes.h5", params, tmp_path / "video.h5")
+    params = validate_params(
+        {
+            "base": {"n_jobs": 1},
+            "video": {"input_size": INPUT_SIZE},
+            "augment": {"rotation_deg": [4, 8, 16, 32]},
+        }
+    )
+    summary = build_visual_tensors(tmp_path / "keyframes.h5", params, tmp_path / "video.h5")
     meta = read_meta(tmp_path / "video.h5")
     assert set(meta) == set(META_COLUMNS)
     fold, augmented, clip_id = meta["fold"], meta["augmented"], meta["clip_id"]
@@ -105,6 +108,7 @@ def test_augmented_rows_exist_only_where_allowed_and_never_test(protocol, tmp_pa
     allowed_clips = set(np.asarray(clip_id[original])[splits.augment_mask(fold[original])])
     assert set(clip_id[augmented]) == allowed_clips
     assert augmented.sum() == 4 * np.isin(clip_id[original], list(allowed_clips)).sum()
+    assert summary == {"segments": int(original.sum()), "augmented": int(augmented.sum())}
 
     for f in np.unique(fold[fold >= 0]):
         tested = splits.test_rows(fold, augmented, f)

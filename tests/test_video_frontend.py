@@ -217,7 +217,7 @@ def test_bad_clips_are_rejected_with_their_reason_and_the_stage_finishes(bad_cli
     assert 0 <= first[..., 1:].min() and first[..., 1:].max() <= 1
 
 
-def test_an_interrupted_stage_leaves_no_output(bad_clips, tmp_path, monkeypatch):
+def test_an_interrupted_stage_leaves_no_partial_output(bad_clips, tmp_path, monkeypatch):
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -230,11 +230,15 @@ def test_an_interrupted_stage_leaves_no_output(bad_clips, tmp_path, monkeypatch)
     monkeypatch.setattr(frontend, "clip_keyframes", interrupted)
     out = tmp_path / "keyframes.h5"
     rejects_path = tmp_path / "rejects.csv"
-    rejects_path.write_text("path,clip_id,stage,reason\nstale,stale,old,from a previous run\n")
+    stale = "path,clip_id,stage,reason\nstale,stale,old,from a previous run\n"
+    rejects_path.write_text(stale)
     entries = [(name, *bad_clips[name]) for name in ("padded", "short", "noface")]
     with pytest.raises(KeyboardInterrupt):
         extract_keyframes(make_index(entries), make_params(n_jobs=1), out, rejects_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert len(calls) == 2
+    # no table and no partial file; the previous run's report is left whole, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rejects.csv"]
+    assert rejects_path.read_text() == stale
 
 
 @needs_shared

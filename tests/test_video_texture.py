@@ -1,4 +1,4 @@
-"""LBP against scikit-image, IDP against a loop-by-loop reading of its formula."""
+"""LBP against scikit-image, LBP and IDP of a patch worked out by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import pytest
 from skimage.feature import local_binary_pattern
 
 from avemotion.video.texture import (
-    IDP_DIRECTIONS,
-    IDP_NEIGHBOURS,
     idp_codes,
     idp_image,
     lbp_image,
@@ -37,42 +35,104 @@ def test_lbp_matches_skimage_on_float_images_and_batches():
     assert np.array_equal(lbp_image(images), expected)
 
 
-def _idp_loops(image: np.ndarray) -> np.ndarray:
-    """IDP codes as the formula reads, one pixel and one bit at a time: (4, H, W)."""
-    height, width = image.shape
-
-    def value(r: int, c: int) -> int:  # nearest border pixel outside the image
-        return int(image[min(max(r, 0), height - 1), min(max(c, 0), width - 1)])
-
-    def derivative(direction: int, r: int, c: int) -> int:
-        dr, dc = IDP_DIRECTIONS[direction]
-        return value(r, c) - value(r + dr, c + dc)
-
-    codes = np.zeros((4, height, width), dtype=np.uint8)
-    for d, direction in enumerate((0, 45, 90, 135)):
-        for r in range(height):
-            for c in range(width):
-                centre = derivative(direction, r, c)
-                code = 0
-                for i, (nr, nc) in enumerate(IDP_NEIGHBOURS):
-                    if centre * derivative(direction, r + nr, c + nc) <= 0:
-                        code += 2**i
-                codes[d, r, c] = code
-    return codes
-
-
-@pytest.mark.parametrize(
-    "shape,levels", [((9, 11), 256), ((6, 5), 4), ((1, 4), 256), ((12, 12), 2)]
+# A 5x5 patch whose centre pixel's codes are worked out by hand. The inner 3x3 (rows and
+# cols 1..3) is linear, I(r, c) = 100 + 10 (c - 2) + 20 (r - 2), so bilinear sampling there
+# is exact; the outer ring breaks the linearity so that the derivatives turn.
+PATCH = np.array(
+    [
+        [60, 75, 80, 85, 95],
+        [95, 70, 80, 90, 90],
+        [110, 90, 100, 110, 100],
+        [0, 110, 120, 130, 140],  # (3, 0) and row 4 are used by neither of the centre's codes
+        [255, 255, 255, 255, 255],
+    ],
+    dtype=np.uint8,
 )
-def test_idp_matches_loop_implementation_on_random_images(shape, levels):
-    image = RNG.integers(0, levels, shape, dtype=np.uint8)
-    expected = _idp_loops(image)
-    assert np.array_equal(idp_codes(image), expected)
-    # the combined image: a neighbour's bit is set when it turns in >= 2 of the 4 directions
-    bits = (expected[..., None] >> np.arange(8)) & 1  # (4, H, W, 8)
-    vote = ((bits.sum(axis=0) >= 2) * (2 ** np.arange(8))).sum(axis=-1)
-    assert np.array_equal(idp_image(image, "vote"), vote)
-    assert np.array_equal(idp_image(image, "mean"), np.rint(expected.mean(axis=0)))
+
+# LBP at the centre (2, 2), value 100. Neighbour i at angle 45i degrees, row offset -sin,
+# col offset +cos (0.70711 on the diagonals); bit i set where neighbour >= 100.
+#   i=0 (0, +1):   I(2,3) = 110 >= 100 -> 1
+#   i=1 (-.707, +.707): sample (1.29289, 2.70711), cell rows 1-2, cols 2-3, dr = 0.29289,
+#       dc = 0.70711: row 1 = 0.29289*80 + 0.70711*90 = 87.071, row 2 = 0.29289*100 +
+#       0.70711*110 = 107.071, value = 0.70711*87.071 + 0.29289*107.071 = 92.929 -> 0
+#   i=2 (-1, 0):   I(1,2) = 80 -> 0
+#   i=3 (-.707, -.707): sample (1.29289, 1.29289), rows 1-2, cols 1-2, dr = dc = 0.29289:
+#       row 1 = 0.70711*70 + 0.29289*80 = 72.929, row 2 = 0.70711*90 + 0.29289*100 =
+#       92.929, value = 0.70711*72.929 + 0.29289*92.929 = 78.787 -> 0
+#   i=4 (0, -1):   I(2,1) = 90 -> 0
+#   i=5 (+.707, -.707): sample (2.70711, 1.29289), rows 2-3, cols 1-2, dr = 0.70711,
+#       dc = 0.29289: row 2 = 92.929, row 3 = 0.70711*110 + 0.29289*120 = 112.929,
+#       value = 0.29289*92.929 + 0.70711*112.929 = 107.071 -> 1
+#   i=6 (+1, 0):   I(3,2) = 120 -> 1
+#   i=7 (+.707, +.707): sample (2.70711, 2.70711), rows 2-3, cols 2-3, dr = dc = 0.70711:
+#       row 2 = 0.29289*100 + 0.70711*110 = 107.071, row 3 = 0.29289*120 + 0.70711*130 =
+#       127.071, value = 0.29289*107.071 + 0.70711*127.071 = 121.213 -> 1
+# code = 1 + 32 + 64 + 128 = 225
+LBP_CENTRE = 225
+
+# IDP at the centre. I'_a(Z) = I(Z) - I(Z + u_a), u_0 = right, u_45 = top-right, u_90 = top,
+# u_135 = top-left; neighbours Z1..Z8 clockwise from the top-left, bit i-1 for Zi:
+#   Z1 (1,1)  Z2 (1,2)  Z3 (1,3)
+#   Z8 (2,1)  Z0 (2,2)  Z4 (2,3)
+#   Z7 (3,1)  Z6 (3,2)  Z5 (3,3)
+# bit set where I'_a(Z0) * I'_a(Zi) <= 0. On the inner 3x3 the derivatives are -10 (0 deg),
+# +10 (45), +20 (90), +30 (135); they differ where Z + u_a falls on the outer ring.
+#  0 deg, I'_0(Z0) = 100 - 110 = -10. Only Z3, Z4, Z5 step out (to column 4):
+#    Z3: 90 - I(1,4)=90 = 0 -> 1;  Z4: 110 - I(2,4)=100 = +10 -> 1;  Z5: 130 - 140 = -10 -> 0
+#    others -10 -> 0.                                          code = 4 + 8 = 12
+#  45 deg, I'_45(Z0) = 100 - I(1,3)=90 = +10:
+#    Z1: 70 - I(0,2)=80 = -10 -> 1;  Z2: 80 - I(0,3)=85 = -5 -> 1;  Z3: 90 - I(0,4)=95 = -5 -> 1
+#    Z4: 110 - I(1,4)=90 = +20 -> 0;  Z5: 130 - I(2,4)=100 = +30 -> 0
+#    Z6, Z7, Z8 inner, +10 -> 0.                               code = 1 + 2 + 4 = 7
+#  90 deg, I'_90(Z0) = 100 - I(1,2)=80 = +20:
+#    Z1: 70 - I(0,1)=75 = -5 -> 1;  Z2: 80 - I(0,2)=80 = 0 -> 1;  Z3: 90 - I(0,3)=85 = +5 -> 0
+#    Z4..Z8 inner, +20 -> 0.                                   code = 1 + 2 = 3
+#  135 deg, I'_135(Z0) = 100 - I(1,1)=70 = +30:
+#    Z1: 70 - I(0,0)=60 = +10 -> 0;  Z2: 80 - I(0,1)=75 = +5 -> 0;  Z3: 90 - I(0,2)=80 = +10 -> 0
+#    Z8: 90 - I(1,0)=95 = -5 -> 1;  Z7: 110 - I(2,0)=110 = 0 -> 1
+#    Z4, Z5, Z6 inner, +30 -> 0.                               code = 64 + 128 = 192
+IDP_CENTRE = [12, 7, 3, 192]
+# vote (a bit in >= 2 of the 4 codes): bit 0 in 45 and 90 -> 1; bit 1 in 45 and 90 -> 1;
+# bit 2 in 0 and 45 -> 1; bit 3 only in 0, bits 6 and 7 only in 135 -> 0. code = 1 + 2 + 4 = 7
+IDP_VOTE_CENTRE = 7
+# mean: (12 + 7 + 3 + 192) / 4 = 53.5, rounded -> 54
+IDP_MEAN_CENTRE = 54
+
+
+def test_lbp_of_the_centre_by_hand():
+    assert lbp_image(PATCH)[2, 2] == LBP_CENTRE
+    assert local_binary_pattern(PATCH, P=8, R=1, method="default")[2, 2] == LBP_CENTRE
+
+
+def test_idp_of_the_centre_by_hand():
+    assert idp_codes(PATCH)[:, 2, 2].tolist() == IDP_CENTRE
+    assert idp_image(PATCH, "vote")[2, 2] == IDP_VOTE_CENTRE
+    assert idp_image(PATCH, "mean")[2, 2] == IDP_MEAN_CENTRE
+    # the centre's codes read nothing outside the patch, nor the unused pixels
+    changed = PATCH.copy()
+    changed[3, 0] = 77
+    changed[4] = 0
+    assert idp_codes(changed)[:, 2, 2].tolist() == IDP_CENTRE
+    padded = np.pad(PATCH, 3, constant_values=200)
+    assert idp_codes(padded)[:, 5, 5].tolist() == IDP_CENTRE
+
+
+def test_idp_image_combines_the_four_codes_bit_by_bit():
+    image = RNG.integers(0, 4, (6, 7), dtype=np.uint8)  # 4 levels: many turns
+    codes = idp_codes(image)
+    vote = idp_image(image, "vote")
+    mean = idp_image(image, "mean")
+    for r in range(6):
+        for c in range(7):
+            four = [int(code) for code in codes[:, r, c]]
+            bits = [sum((code >> i) & 1 for code in four) >= 2 for i in range(8)]
+            assert vote[r, c] == sum(2**i for i, bit in enumerate(bits) if bit)
+            assert mean[r, c] == round(sum(four) / 4)  # Python rounds half to even, as rint
+
+
+def test_idp_image_rejects_an_unknown_combination():
+    with pytest.raises(ValueError, match="vote"):
+        idp_image(PATCH, "median")
 
 
 def test_idp_works_on_batches():

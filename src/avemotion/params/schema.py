@@ -249,7 +249,9 @@ class ModelsParams(Section):
                 except ValidationError as error:
                     problem = error.errors()[0]
                     where = ".".join(str(part) for part in problem["loc"])
-                    raise ValueError(f"profile {name}: {where}: {problem['msg']}") from None
+                    message = problem["msg"].removeprefix("Value error, ")
+                    prefix = f"{where}: " if where else ""
+                    raise ValueError(f"profile {name}: {prefix}{message}") from None
         return self
 
     def profiles(self) -> dict[str, ProfileParams]:

@@ -20,7 +20,7 @@ moved by 4. The rule implemented here keeps the paper's selection (the minimum o
 3. The keyframe of each window is its frame with the smallest distance (the earliest on
    a tie). At 25-30 fps the N windows overlap (they move on fewer than 4 frames), so two
    windows often share their minimum: taken independently (``rule="paper"``), the 16
-   keyframes of a 30 fps RAVDESS segment held only 8-10 distinct frames. The default
+   keyframes of a full 30 fps RAVDESS segment held only 10-12 distinct frames. The default
    ``rule="distinct"`` visits the windows in order and takes each window's minimum among
    the frames not chosen yet; a window whose frames are all taken gets the free frame
    nearest its centre (the later one on a tie: the windows move forward in time). A
