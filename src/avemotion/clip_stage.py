@@ -10,7 +10,8 @@ work on one clip; what they share is here, done one way:
   keeps its shape for audio-only and video-only corpora;
 - rows are appended in index order as clips finish, a few hundred at a time (h5py costs
   a few milliseconds per append call, more than a clip's spectrograms take);
-- the table and the rejects report are written atomically (:mod:`avemotion.atomic`);
+- the table and the rejects report are written atomically (:mod:`avemotion.atomic`), and
+  the previous run's report is removed first: an interrupted run leaves neither;
 - the run's counts (``summary_*`` attrs) are stored inside the table before it is
   renamed into place, and returned;
 - a run in which no clip gives a row stops with the count of rejects, after writing
@@ -123,6 +124,7 @@ def run_clip_stage(
     the summary: ``clips``, ``clips_written``, ``rows``, ``augmented_rows``, ``rejected``,
     the stage's own counts, and ``skipped`` (the reason) for a skipped run.
     """
+    Path(rejects_path).unlink(missing_ok=True)  # a killed run leaves neither file
     attrs = dict(stage.attrs)
     summary: dict[str, Any] = {"clips": n_clips, "clips_written": 0, "rows": 0}
     summary |= {"augmented_rows": 0, "rejected": 0}

@@ -137,7 +137,7 @@ def _constraints(key: str) -> str:
             bound = getattr(item, name, None)
             if bound is not None:
                 found.append(f"{word} {bound}")
-    return f" ({', '.join(found)})" if found else ""
+    return f" (allowed: {', '.join(found)})" if found else ""
 
 
 def all_keys(model: BaseModel, prefix: str = "") -> list[str]:
