@@ -36,8 +36,13 @@ def error_of(tree: dict) -> str:
 
 def test_params_yaml_is_the_schema_defaults():
     """The values params.yaml ships with and the schema's defaults are the same, so code
-    that builds Params() (tests, benchmarks) runs what `dvc repro` runs."""
+    that builds Params() (tests, benchmarks) runs what `dvc repro` runs; and params.yaml
+    lists every key of every section, so `dvc exp run -S section.key=...` reaches each."""
     assert load_params(REPO / "params.yaml") == Params()
+    tree = shipped()
+    for section, model in Params.model_fields.items():
+        missing = set(model.annotation.model_fields) - set(tree[section])
+        assert not missing, f"params.yaml's {section}: lacks {sorted(missing)}"
 
 
 @pytest.mark.parametrize(
