@@ -215,7 +215,7 @@ class StageParams:
     def __init__(self, params: Params, declared: Iterable[str], stage: str):
         self._params = params
         self._declared = frozenset(declared)
-        self._stage = stage
+        self.stage = stage
         self.read: set[str] = set()
 
     def __getattr__(self, section: str) -> Any:
@@ -228,15 +228,10 @@ class StageParams:
         keys = {k for k in self._declared | UNTRACKED if k.startswith(section + ".")}
         if not keys:
             raise UndeclaredParamError(
-                f"stage {self._stage} reads params section `{section}`, which its dvc.yaml "
+                f"stage {self.stage} reads params section `{section}`, which its dvc.yaml "
                 "entry does not list under params:"
             )
         return _KeysView(value, section, keys, self)
-
-    @property
-    def params(self) -> Params:
-        """The whole validated params (for checks that must see everything)."""
-        return self._params
 
 
 class _KeysView:
@@ -251,7 +246,7 @@ class _KeysView:
         dotted = f"{self._name}.{key}"
         if dotted not in self._keys:
             raise UndeclaredParamError(
-                f"stage {self._owner._stage} reads `{dotted}`, which its dvc.yaml entry "
+                f"stage {self._owner.stage} reads `{dotted}`, which its dvc.yaml entry "
                 "does not list under params:"
             )
         if dotted not in UNTRACKED:
@@ -272,5 +267,5 @@ def stage_params(
 
 def _write_trace(folder: Path, view: StageParams) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"stage": view._stage, "read": sorted(view.read)}
-    (folder / f"{view._stage}-{os.getpid()}.json").write_text(json.dumps(record) + "\n")
+    record = {"stage": view.stage, "read": sorted(view.read)}
+    (folder / f"{view.stage}-{os.getpid()}.json").write_text(json.dumps(record) + "\n")
