@@ -130,27 +130,20 @@ def media_files(root: Path) -> list[Path]:
             raise BadInputError(f"cannot read folder ({error.strerror or error})", folder) from None
         for entry in entries:
             path = folder / entry.name
-            if _is_folder(entry):
+            if _answers(entry.is_dir):  # a folder or a link to one; a link loop is not
                 heapq.heappush(waiting, (n_links + entry.is_symlink(), path.parts, path))
             elif path.suffix.lower() in MEDIA_EXTENSIONS and (
-                _is_file(entry) or not path.exists()  # a file, or a broken link
+                _answers(entry.is_file) or not path.exists()  # a file, or a broken link
             ):
                 found.append(path)
     return sorted(found)
 
 
-def _is_folder(entry: os.DirEntry) -> bool:
-    """Whether ``entry`` is a folder or a link to one; a link loop (ELOOP) is not."""
+def _answers(test: Callable[[], bool]) -> bool:
+    """``entry.is_dir`` / ``entry.is_file`` (links followed), False where the link cannot
+    be followed (a loop, ELOOP) instead of an error."""
     try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
-def _is_file(entry: os.DirEntry) -> bool:
-    """Whether ``entry`` is a regular file or a link to one (not a pipe or a device)."""
-    try:
-        return entry.is_file()
+        return test()
     except OSError:
         return False
 

@@ -99,8 +99,6 @@ def write_predictions(
         }
     )
     table[probability_columns(probs.shape[1])] = probs
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as partial:
         table.to_csv(partial, index=False, float_format="%.6g")
     return len(table)

@@ -11,13 +11,11 @@ keys that set the spans, once for every branch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from avemotion.params import Params
-
-LastSegment = Literal["pad", "drop"]
+from avemotion.params.schema import LastSegment
 
 
 def segment_starts(

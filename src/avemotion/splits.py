@@ -7,6 +7,8 @@ included) and the test rows are fold ``f``'s original rows, never augmented ones
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 from sklearn.model_selection import (
     LeaveOneGroupOut,
@@ -16,6 +18,7 @@ from sklearn.model_selection import (
 )
 
 from avemotion.errors import BadInputError
+from avemotion.params.schema import Protocol
 
 
 def augment_mask(fold: np.ndarray) -> np.ndarray:
@@ -43,7 +46,7 @@ def test_rows(fold: np.ndarray, augmented: np.ndarray, test_fold: int) -> np.nda
 test_rows.__test__ = False  # a library function, not a pytest test, wherever it is imported
 
 
-PROTOCOLS: tuple[str, ...] = ("speaker", "loso", "fixed", "kfold", "random")
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 
 def assign_folds(

@@ -262,7 +262,7 @@ def run_fit_svm(params: Params, fold: int, paths: SvmPaths) -> dict[str, Any]:
         write_predictions(
             paths.predictions / f"{system}.csv", *keys, expand_columns(test, classes, n_classes)
         )
-        model = ELMFusion.from_parts(elm, svm, **fusion_params(elm, fusion, seed, stacking))
+        model = ELMFusion.from_parts(elm, svm, **fusion_params(elm, fusion, stacking))
         with atomic_path(paths.models[system]) as partial:
             joblib.dump(model, partial)
         summary[system] = {
@@ -273,14 +273,11 @@ def run_fit_svm(params: Params, fold: int, paths: SvmPaths) -> dict[str, Any]:
     return summary
 
 
-def fusion_params(
-    elm: TwoStageELM, fusion: FusionParams, random_state: int, stacking: str
-) -> dict[str, Any]:
-    """Keyword arguments of :class:`ELMFusion`: the fitted ELM pair's own settings (ELM-1
-    may have been skipped for one gender) and the SVM's from ``fusion:``."""
+def fusion_params(elm: TwoStageELM, fusion: FusionParams, stacking: str) -> dict[str, Any]:
+    """Keyword arguments of :class:`ELMFusion`: the fitted ELM pair's own settings (its
+    seed, and ELM-1 may have been skipped for one gender) and the SVM's from ``fusion:``."""
     return {
         **elm.get_params(),
-        "random_state": random_state,
         "stacking": stacking,
         "cross_fit_folds": fusion.cross_fit_folds,
         "svm_kernel": fusion.svm_kernel,

@@ -33,6 +33,7 @@ Protocol = Literal["speaker", "loso", "fixed", "kfold", "random"]
 ChiSquare = Literal["standard", "paper"]
 KeyframeRule = Literal["distinct", "paper"]
 IdpCombine = Literal["vote", "mean"]
+LastSegment = Literal["pad", "drop"]
 Activation = Literal["sigmoid", "tanh", "relu"]
 Elm2Input = Literal["hidden", "hidden_and_gender"]
 SvmKernel = Literal["linear", "poly", "rbf", "sigmoid"]
@@ -57,7 +58,7 @@ class BaseParams(Section):
     modalities: tuple[Modality, ...] = MODALITIES
     segment_s: PositiveFloat = 2.0
     hop_s: PositiveFloat = 2.0
-    last_segment: Literal["pad", "drop"] = "pad"
+    last_segment: LastSegment = "pad"
     min_segment_s: NonNegativeFloat = 1.0
     n_jobs: Annotated[int, Field(ge=-1)] = -1
     profile: str = "cpu"

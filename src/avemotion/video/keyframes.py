@@ -36,10 +36,14 @@ segment is padded by repetition to N keyframes.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 
-CHI_SQUARE_FORMS = ("standard", "paper")
-KEYFRAME_RULES = ("distinct", "paper")
+from avemotion.params.schema import ChiSquare, KeyframeRule
+
+CHI_SQUARE_FORMS: tuple[str, ...] = get_args(ChiSquare)
+KEYFRAME_RULES: tuple[str, ...] = get_args(KeyframeRule)
 
 
 def gray_histograms(crops: np.ndarray, bins: int = 64) -> np.ndarray:
