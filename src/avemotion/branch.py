@@ -20,6 +20,7 @@ from avemotion.models import BranchCNN, branch_spec, build_audio_cnn, build_vide
 from avemotion.params import MODALITIES, Params
 from avemotion.scores import n_classes_of
 from avemotion.training import (
+    FoldRows,
     SegmentDataset,
     fit,
     fold_rows,
@@ -65,16 +66,22 @@ def train_branch(
     best: Path,
     metrics_path: Path,
     log_epoch: Callable[[dict[str, float]], None] | None = None,
+    rows: FoldRows | None = None,
+    run_name: str | None = None,
 ) -> dict[str, Any]:
     """Train one branch on fold ``fold``'s training rows of ``table``; write the best
-    epoch's weights to ``best`` and the run's metrics to ``metrics_path`` (returned)."""
+    epoch's weights to ``best`` and the run's metrics to ``metrics_path`` (returned).
+
+    ``rows`` replaces the fold's own split (an inner CNN of cross-fit stacking trains on
+    part of the fold's training speakers); ``run_name`` then tells its checkpoint apart."""
     base = params.base
     settings = params.train.for_branch(modality)
     torch.set_num_threads(settings.threads)
     meta = load_table_meta(table)
     if len(meta["label"]) == 0:
         raise BadInputError(f"no {modality} segments to train on", table)
-    rows = fold_rows(meta, fold, settings.validation_fraction, settings.validate_by, base.seed)
+    if rows is None:
+        rows = fold_rows(meta, fold, settings.validation_fraction, settings.validate_by, base.seed)
     torch.manual_seed(base.seed)
     n_classes = n_classes_of(params.data.classes, meta["label"])
     init = settings.init_weights.get(modality)  # type: ignore[call-overload]
@@ -82,6 +89,7 @@ def train_branch(
     digest = settings_digest(
         modality,
         fold,
+        run_name,
         settings.model_dump(exclude={"by_modality"}),
         base.seed,
         branch_spec(params, modality),

@@ -35,10 +35,16 @@ KeyframeRule = Literal["distinct", "paper"]
 IdpCombine = Literal["vote", "mean"]
 LastSegment = Literal["pad", "drop"]
 Activation = Literal["sigmoid", "tanh", "relu"]
-Elm2Input = Literal["hidden", "hidden_and_gender"]
+Elm2Input = Literal["hidden", "hidden_and_gender", "features_and_gender"]
 SvmKernel = Literal["linear", "poly", "rbf", "sigmoid"]
 SvmScores = Literal["softmax", "platt"]
 SvmGamma = Literal["scale", "auto"] | PositiveFloat
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["constant", "cosine", "onecycle"]
+FunctionalSet = Literal["egemaps", "compare"]
+FusionInput = Literal["cnn", "egemaps", "compare"]
+Stacking = Literal["paper", "cross_fit"]
+TestFeatures = Literal["outer", "inner_mean"]
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -271,6 +277,17 @@ class TrainOverrides(Section):
     num_workers: NonNegativeInt | None = None
     validation_fraction: Fraction | None = None
     validate_by: Literal["speaker", "clip"] | None = None
+    standardise_inputs: bool | None = None
+    optimizer: Optimizer | None = None
+    schedule: Schedule | None = None
+    label_smoothing: Fraction | None = None
+    mixup_alpha: NonNegativeFloat | None = None
+    time_masks: NonNegativeInt | None = None
+    time_mask_frames: NonNegativeInt | None = None
+    freq_masks: NonNegativeInt | None = None
+    freq_mask_bands: NonNegativeInt | None = None
+    balanced_sampling: bool | None = None
+    average_last: PositiveInt | None = None
 
 
 class TrainParams(Section):
@@ -285,6 +302,18 @@ class TrainParams(Section):
     num_workers: NonNegativeInt = 0
     validation_fraction: Fraction = 0.2
     validate_by: Literal["speaker", "clip"] = "speaker"
+    # recipes beyond the paper's (issue 12); each off in the paper preset
+    standardise_inputs: bool = False
+    optimizer: Optimizer = "sgd"
+    schedule: Schedule = "constant"
+    label_smoothing: Fraction = 0.0
+    mixup_alpha: NonNegativeFloat = 0.0
+    time_masks: NonNegativeInt = 0
+    time_mask_frames: NonNegativeInt = 10
+    freq_masks: NonNegativeInt = 0
+    freq_mask_bands: NonNegativeInt = 4
+    balanced_sampling: bool = False
+    average_last: PositiveInt = 1
     by_modality: dict[Modality, TrainOverrides] = {
         "video": TrainOverrides(lr=0.003),
         "audio": TrainOverrides(epochs=50),
@@ -313,10 +342,36 @@ class FusionParams(Section):
     svm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 1.0
     svm_gamma: SvmGamma = "scale"
     svm_scores: SvmScores = "softmax"
+    inputs: Annotated[list[FusionInput], Field(min_length=1)] = ["cnn"]
+    gender_inputs: Annotated[list[FusionInput], Field(min_length=1)] = ["cnn"]
+    stacking: Stacking = "paper"
+    inner_folds: list[NonNegativeInt] = []
+    test_features: TestFeatures = "outer"
+
+    @model_validator(mode="after")
+    def _stacking_consistent(self) -> FusionParams:
+        if self.stacking == "paper" and self.inner_folds:
+            raise ValueError("inner_folds must be [] with stacking: paper (no inner CNNs)")
+        if self.stacking == "cross_fit" and (
+            len(self.inner_folds) < 2 or self.inner_folds != list(range(len(self.inner_folds)))
+        ):
+            raise ValueError(
+                "stacking: cross_fit needs inner_folds: [0, 1, ..., K-1] with K >= 2 "
+                "(each an inner CNN, a DVC stage instance)"
+            )
+        return self
+
+
+class FunctionalsParams(Section):
+    """``functionals:``, openSMILE functionals per segment and per clip (issue 12)."""
+
+    sets: list[FunctionalSet] = ["egemaps", "compare"]
 
 
 class BaselineParams(Section):
-    """``baseline:``, MFCC statistics + SVM (Avots et al. 2019, the paper's benchmark)."""
+    """``baseline:``, SVMs on MFCC statistics (Avots et al. 2019, the paper's benchmark) and
+    on openSMILE functionals; C is chosen per fold on validation speakers from
+    ``svm_C_grid``."""
 
     n_mfcc: PositiveInt = 13
     n_filters: PositiveInt = 26
@@ -325,7 +380,11 @@ class BaselineParams(Section):
     preemph: Fraction = 0.97
     delta_n: PositiveInt = 2
     svm_kernel: SvmKernel = "rbf"
-    svm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 1.0
+    svm_C_grid: Annotated[list[Annotated[PositiveFloat, Field(allow_inf_nan=False)]], Field(min_length=1)] = [
+        0.1,
+        1.0,
+        10.0,
+    ]
     svm_gamma: SvmGamma = "scale"
 
     @model_validator(mode="after")
@@ -350,6 +409,7 @@ class Params(Section):
     models: ModelsParams = ModelsParams()
     train: TrainParams = TrainParams()
     fusion: FusionParams = FusionParams()
+    functionals: FunctionalsParams = FunctionalsParams()
     baseline: BaselineParams = BaselineParams()
 
     @model_validator(mode="after")
@@ -359,5 +419,12 @@ class Params(Section):
             raise ValueError(
                 f"base.profile={self.base.profile!r} is not a profile under models: "
                 f"choose one of {sorted(profiles)}"
+            )
+        wanted = {*self.fusion.inputs, *self.fusion.gender_inputs} - {"cnn"}
+        missing = sorted(wanted - set(self.functionals.sets))
+        if missing:
+            raise ValueError(
+                f"fusion.inputs / fusion.gender_inputs name {missing}, which functionals.sets "
+                f"{self.functionals.sets} does not build"
             )
         return self
