@@ -1,13 +1,19 @@
-"""Stage `fit_baseline@<fold>`: the benchmark's MFCC + SVM and its late fusion with video.
+"""Stage `fit_baseline@<fold>`: SVMs on MFCCs and openSMILE functionals, and the
+benchmark's late fusion of the MFCC-SVM with video.
 
     python stages/fit_baseline.py 0 --mfcc data/features/mfcc.h5 \\
-        --video data/features/fold0/fc_video.h5 --model models/baseline/fold0/mfcc_svm.joblib \\
-        --predictions data/predictions/fold0 --metrics metrics/baseline/fold0.json
+        --functionals data/features/functionals --video data/features/fold0/fc_video.h5 \\
+        --models models/baseline/fold0 --predictions data/predictions/fold0 \\
+        --validation data/validation/fold0 --metrics metrics/baseline/fold0.json
 
-Reads the MFCC table, the fold's video FC features (when base.modalities has video) and
-params `baseline.{svm_kernel,svm_C,svm_gamma}`, `base.{seed,modalities}`, `data.classes`.
-Writes mfcc_svm.csv and mfcc_svm_video_late.csv in `--predictions`, the fitted model and
-the fold's metrics. The work is :func:`avemotion.baseline.run_fit_baseline`.
+Reads the MFCC table, the functionals of `functionals.sets`, the fold's video FC
+features (when base.modalities has video) and params
+`baseline.{svm_kernel,svm_C_grid,svm_gamma}`, `train.{validation_fraction,validate_by}`
+(the validation speakers C is chosen on), `base.{seed,modalities}`, `data.classes`.
+Writes mfcc_svm, egemaps_svm, compare_svm and mfcc_svm_video_late tables in
+`--predictions` (test) and `--validation`, the fitted SVMs in `--models` and the fold's
+summary (the C chosen, validation accuracy per C). The work is
+:func:`avemotion.baseline.run_fit_baseline`.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("fold", type=int)
     for name, what in (
         ("mfcc", "the MFCC table"),
+        ("functionals", "the folder of openSMILE functionals tables (<set>.h5)"),
         ("video", "the fold's video FC-feature table (read when the run has video)"),
-        ("model", "the MFCC-SVM (joblib) to write"),
-        ("predictions", "the fold's predictions folder"),
-        ("metrics", "baseline metrics JSON to write"),
+        ("models", "the folder of fitted SVMs (joblib) to write"),
+        ("predictions", "the fold's test predictions folder"),
+        ("validation", "the fold's validation predictions folder"),
+        ("metrics", "baseline summary JSON to write"),
     ):
         parser.add_argument(f"--{name}", type=Path, required=True, help=what)
     return parser.parse_args()
@@ -36,19 +44,25 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    paths = BaselinePaths(args.mfcc, args.video, args.model, args.predictions, args.metrics)
-    summary = run_fit_baseline(stage_params("fit_baseline"), args.fold, paths)
-    fold = args.fold
-    if "skipped" in summary:
-        print(f"fold {fold} baseline: {summary['skipped']}; wrote empty tables")
-        return
-    accuracy = summary["test_accuracy"]
-    print(
-        f"fold {fold} mfcc_svm: {summary['n_train_rows']} training rows, SVM training accuracy "
-        f"{summary['svm_train_accuracy']:.3f}; test segment accuracy "
-        f"{'n/a' if accuracy is None else f'{accuracy:.3f}'} "
-        f"on {summary['written']['mfcc_svm']} rows"
+    paths = BaselinePaths(
+        args.mfcc,
+        args.functionals,
+        args.video,
+        args.models,
+        args.predictions,
+        args.validation,
+        args.metrics,
     )
+    summary = run_fit_baseline(stage_params("fit_baseline"), args.fold, paths)
+    if not summary["systems"]:
+        print(f"fold {args.fold} baselines: no audio table; wrote empty tables")
+    for system, fitted in summary["systems"].items():
+        chosen = fitted["validation_clip_accuracy_by_C"].get(str(fitted["C"]))
+        print(
+            f"fold {args.fold} {system}: C={fitted['C']:g} (validation clip accuracy "
+            f"{'n/a' if chosen is None else f'{chosen:.3f}'}), "
+            f"{summary['written']['test'][system]} test rows"
+        )
 
 
 if __name__ == "__main__":

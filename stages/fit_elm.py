@@ -1,19 +1,25 @@
 """Stage `fit_elm@<fold>`: the two ELMs of the paper's fusion (section 2.3.3) for one fold.
 
     python stages/fit_elm.py 0 --features data/features/fold0 \\
-        --model models/fusion/fold0/elm.joblib --scores data/fusion/fold0/elm_scores.npz \\
-        --predictions data/predictions/fold0 --metrics metrics/fusion/fold0.json
+        --functionals data/features/functionals --models models/fusion/fold0/elm \\
+        --scores data/fusion/fold0/elm_scores.npz --predictions data/predictions/fold0 \\
+        --validation data/validation/fold0 --metrics metrics/fusion/fold0.json
 
-Reads `fc_<modality>.h5` in `--features` for each of base.modalities and params
+Reads `fc_<modality>.h5` in `--features` for each of base.modalities (and, with
+`fusion.stacking: cross_fit`, the inner CNNs' `inner/fc_<modality>_<j>.h5`), the
+functionals sets `fusion.inputs` / `fusion.gender_inputs` name, and params
 `fusion.{elm1_hidden,elm2_hidden_per_class,elm_C,activation,standardise,use_gender,
-elm2_input,cross_fit_folds}`, `base.{seed,modalities}`, `augment.{snr_db,rotation_deg}`,
-`data.{classes,dataset}`. Pairs the audio and video rows, standardises and concatenates
-their FC features, fits ELM-1 (gender; skipped, with the reason printed, when the
-training rows have one gender) and ELM-2 (emotion) on the fold's training rows, and
-cross-fits them by speaker. Writes the ELM pair (`--model`), the ELM-2 probabilities of
-the training rows (same-data and out-of-fold) and test rows (`--scores`), the audio_cnn,
-video_cnn and late_fusion tables (`--predictions`) and the fold's fusion metrics
-(`--metrics`). The work is :func:`avemotion.fusion.stages.run_fit_elm`.
+elm2_input,cross_fit_folds,inputs,gender_inputs,stacking,inner_folds,test_features}`,
+`train.{validation_fraction,validate_by}` (the validation speakers),
+`base.{seed,modalities}`, `augment.{snr_db,rotation_deg}`, `data.{classes,dataset}`.
+Pairs the audio and video rows and fits ELM-1 (gender; skipped, with the reason printed,
+when the rows have one gender) and ELM-2 (emotion) twice: on the fitting rows (training
+less validation speakers) to score the validation speakers, and on all training rows to
+score the test fold; per feature family (the CNNs' own features; with cross-fit, also
+the inner CNNs' out-of-fold ones). Writes the test ELM pairs (`--models`), the SVMs'
+inputs (`--scores`), the audio_cnn, video_cnn and late_fusion tables of both parts
+(`--predictions`, `--validation`) and the fold's fusion metrics (`--metrics`). The work
+is :func:`avemotion.fusion.stages.run_fit_elm`.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("fold", type=int)
     for name, what in (
         ("features", "the fold's folder of fc_<modality>.h5 tables"),
-        ("model", "ELM pair (joblib) to write"),
+        ("functionals", "the folder of openSMILE functionals tables"),
+        ("models", "folder of the ELM pairs (joblib) to write"),
         ("scores", "ELM-2 scores (npz) to write"),
-        ("predictions", "the fold's predictions folder"),
+        ("predictions", "the fold's test predictions folder"),
+        ("validation", "the fold's validation predictions folder"),
         ("metrics", "fusion metrics JSON to write"),
     ):
         parser.add_argument(f"--{name}", type=Path, required=True, help=what)
@@ -42,17 +50,26 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    paths = ElmPaths(args.features, args.model, args.scores, args.predictions, args.metrics)
+    paths = ElmPaths(
+        args.features,
+        args.functionals,
+        args.models,
+        args.scores,
+        args.predictions,
+        args.validation,
+        args.metrics,
+    )
     summary = run_fit_elm(stage_params("fit_elm"), args.fold, paths)
     fold, pairing, gender = args.fold, summary["pairing"], summary["elm1_gender_accuracy"]
     if summary["elm1_skipped"]:
         print(f"fold {fold}: ELM-1 skipped: {summary['elm1_skipped']}")
+    accuracy = summary["elm2_test_accuracy"]
+    inputs = ", ".join(f"{name} {dim}" for name, dim in summary["inputs"].items())
     print(
-        f"fold {fold}: ELM pair on {summary['n_train_rows']} training rows "
-        f"({summary['feature_dim']} features of {'+'.join(summary['modalities'])}), "
-        f"{summary['n_test_rows']} test rows; ELM-2 test accuracy "
-        f"{summary['elm2_test_accuracy']:.3f}; ELM-1 gender accuracy "
-        f"{'n/a' if gender is None else f'{gender:.3f}'}"
+        f"fold {fold}: ELM pair on {summary['n_train_rows']} training rows ({inputs}), "
+        f"{summary['n_validation_rows']} validation and {summary['n_test_rows']} test rows; "
+        f"ELM-2 test accuracy {'n/a' if accuracy is None else f'{accuracy:.3f}'}; "
+        f"ELM-1 gender accuracy {'n/a' if gender is None else f'{gender:.3f}'}"
     )
     if pairing:
         print(

@@ -14,9 +14,11 @@ from avemotion.evaluation import (
     classification_scores,
     clip_level,
     evaluate_run,
+    evaluate_validation,
     metrics_json,
     read_predictions,
     report_markdown,
+    summary_json,
     write_outputs,
     write_predictions,
 )
@@ -117,7 +119,9 @@ def test_run_means_stds_chance_and_gender(run) -> None:
     predictions, fusion, index = run
     evaluation = evaluate_run(predictions, fusion, index, CLASSES, protocol="kfold")
     assert evaluation.folds == [0, 1] and evaluation.not_run == ["video_cnn"]
-    metrics = metrics_json(evaluation)
+    summary = summary_json(evaluation, None)
+    assert "validation" not in summary
+    metrics = summary["test"]
     clip = metrics["clip"]["elm_svm"]
     assert clip["accuracy_mean"] == pytest.approx(0.375, abs=1e-4)  # (3/4 + 0) / 2
     assert clip["accuracy_std"] == pytest.approx(0.75 / np.sqrt(2), abs=1e-4)  # ddof=1
@@ -129,6 +133,9 @@ def test_run_means_stds_chance_and_gender(run) -> None:
     assert metrics["chance"]["segment_accuracy_mean"] == pytest.approx(1 / 12, abs=1e-4)
     assert metrics["chance"]["uar"] == pytest.approx(1 / 3, abs=1e-4)
     assert metrics["gender_accuracy_mean"] == 0.9 and metrics["gender_accuracy_std"] == 0.0
+    headline = metrics_json(evaluation, None)
+    assert headline["test"]["elm_svm"] == {"acc": 0.375, "uar": round((2.5 / 3) / 2, 4)}
+    assert headline["chance"]["acc"] == 0.125 and headline["gender_acc"] == 0.9
     # per-class recall over the folds where the class was tested
     recall = evaluation.recall_summary("elm_svm", "clip")
     assert recall[0] == (0.5, 0.0) and recall[1][0] == pytest.approx(0.5)
@@ -151,11 +158,35 @@ def test_run_means_stds_chance_and_gender(run) -> None:
 def test_outputs_are_written(run, tmp_path) -> None:
     predictions, fusion, index = run
     evaluation = evaluate_run(predictions, fusion, index, CLASSES)
-    paths = [tmp_path / "m" / name for name in ("metrics.json", "confusion.json", "report.md")]
-    metrics = write_outputs(evaluation, *paths)
-    assert json.loads(paths[0].read_text()) == metrics
-    assert len(json.loads(paths[1].read_text())) == 5
-    assert paths[2].read_text().startswith("# Results")
+    names = ("metrics.json", "summary.json", "confusion.json", "report.md")
+    paths = [tmp_path / "m" / name for name in names]
+    summary = write_outputs(evaluation, None, *paths)
+    assert json.loads(paths[1].read_text()) == summary
+    assert set(json.loads(paths[0].read_text())) == {"test", "chance", "gender_acc"}
+    assert len(json.loads(paths[2].read_text())) == 5
+    assert paths[3].read_text().startswith("# Results")
+
+
+def test_validation_scores_sit_beside_test_scores(run, tmp_path) -> None:
+    predictions, fusion, index = run
+    validation_dir = tmp_path / "validation"
+    # validation speakers of fold 0: clips e (right) and f (wrong); fold 1's: none scored
+    write_table(
+        validation_dir / "fold0" / "elm_svm.csv",
+        [("e", 0, 1, [0.1, 0.8, 0.1]), ("f", 0, 1, [0.7, 0.2, 0.1])],
+    )
+    write_table(validation_dir / "fold1" / "elm_svm.csv", [])
+    evaluation = evaluate_run(predictions, fusion, index, CLASSES)
+    validation = evaluate_validation(validation_dir, index, CLASSES)
+    assert validation is not None and list(validation.scores["elm_svm"]) == [0]
+    headline = metrics_json(evaluation, validation)
+    assert headline["val"]["elm_svm"]["acc"] == 0.5
+    assert headline["test"]["elm_svm"]["acc"] == 0.375
+    report = report_markdown(evaluation, validation)
+    assert "| `elm_svm` | 50.0 ± 0.0 | 37.5 ± 53.0 |" in report
+    empty = tmp_path / "none"
+    write_table(empty / "fold0" / "elm_svm.csv", [])
+    assert evaluate_validation(empty, index, CLASSES) is None
 
 
 def test_bad_tables_are_named(run, tmp_path) -> None:

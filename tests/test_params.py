@@ -74,6 +74,19 @@ def test_an_unknown_key_names_the_closest_valid_one(section, edit, expected):
         ("train", {"lr": -1}, "`train.lr` = -1: should be greater than 0"),
         ("base", {"profile": "gpu"}, "base.profile='gpu' is not a profile"),
         ("baseline", {"n_mfcc": 40}, "n_mfcc=40 must be <= n_filters=26"),
+        ("fusion", {"inner_folds": [0, 1]}, "inner_folds must be [] with stacking: paper"),
+        (
+            "fusion",
+            {"stacking": "cross_fit", "inner_folds": [1, 2]},
+            "needs inner_folds: [0, 1, ..., K-1]",
+        ),
+        (
+            "fusion",
+            {"inputs": ["cnn"], "gender_inputs": ["egemaps"]},
+            "must equal gender_inputs ['egemaps']; use elm2_input: features_and_gender",
+        ),
+        ("fusion", {"inputs": ["egemaps"], "gender_inputs": ["egemaps"], "stacking": "paper"}, ""),
+        ("train", {"optimizer": "adam"}, "`train.optimizer` = 'adam': should be 'sgd' or 'adamw'"),
         (
             "models",
             {
@@ -87,7 +100,16 @@ def test_an_unknown_key_names_the_closest_valid_one(section, edit, expected):
     ],
 )
 def test_a_bad_value_names_the_key_the_value_and_what_is_allowed(section, edit, expected):
+    if not expected:  # a valid combination
+        validate_params(with_edit(section, edit))
+        return
     assert expected in error_of(with_edit(section, edit))
+
+
+def test_fusion_inputs_must_be_built_by_functionals_sets():
+    tree = with_edit("fusion", {"inputs": ["compare"], "gender_inputs": ["compare"]})
+    tree["functionals"] = {"sets": ["egemaps"]}
+    assert "name ['compare'], which functionals.sets ['egemaps'] does not build" in error_of(tree)
 
 
 def test_values_are_converted_to_their_types():

@@ -41,17 +41,24 @@ COPY_IGNORE = shutil.ignore_patterns(
 )
 TINY = {
     "base": {"n_jobs": 2, "segment_s": 2.0},
-    "demo": {"n_speakers": 4, "takes_per_emotion": 1, "emotions": ["happy", "sad"]},
+    "demo": {"n_speakers": 6, "takes_per_emotion": 1, "emotions": ["happy", "sad"]},
     "data": {"classes": ["happy", "sad"]},
     "split": {"protocol": "speaker", "n_folds": 2, "folds": [0]},
-    "train": {"epochs": 2, "batch_size": 8},
+    "train": {"epochs": 2, "batch_size": 8, "by_modality": {}},
     "models": {
         "cpu": {
             "audio": {"channels": [4, 4, 8, 8], "fc": [16, 16]},
             "video": {"channels": [4, 4, 8, 8, 8, 8, 8, 8], "fc": [16, 16], "input_size": 32},
         }
     },
-    "fusion": {"cross_fit_folds": 2},
+    # cross-fit stacking with 2 inner CNNs per branch, and eGeMAPS beside the CNN features
+    "fusion": {
+        "cross_fit_folds": 2,
+        "stacking": "cross_fit",
+        "inner_folds": [0, 1],
+        "inputs": ["cnn", "egemaps"],
+    },
+    "functionals": {"sets": ["egemaps"]},
 }
 
 
@@ -109,8 +116,12 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_builds_every_output_and_a_second_repro_runs_nothing(project):
     metrics = json.loads((project / "metrics" / "metrics.json").read_text())
-    accuracy = metrics["clip"]["elm_svm"]["accuracy_mean"]
-    assert 0.0 <= accuracy <= 1.0  # evaluate scored the paper's system
+    for system in ("elm_svm", "elm_svm_cnn_crossfit", "audio_cnn", "mfcc_svm", "egemaps_svm"):
+        for part in ("test", "val"):  # evaluate scored every system on both
+            assert 0.0 <= metrics[part][system]["acc"] <= 1.0, (part, system)
+    assert "compare_svm" not in metrics["test"]  # functionals.sets has no compare: not run
+    inner = sorted(p.name for p in (project / "data/features/fold0/inner").glob("*.h5"))
+    assert inner == ["fc_audio_0.h5", "fc_audio_1.h5", "fc_video_0.h5", "fc_video_1.h5"]
     assert (project / "metrics" / "report.md").read_text().count("|") > 10
     confusion = json.loads((project / "metrics" / "confusion.json").read_text())
     assert confusion and {"actual", "predicted"} <= set(confusion[0])
@@ -128,7 +139,7 @@ def test_changing_an_svm_param_reruns_only_the_svm_and_evaluate(project):
     # nothing downstream of it reruns for that
     assert stages_run(output) == {"check_params", "fit_svm@0", "evaluate"}
     shows = dvc("exp", "show", "--no-pager", "--csv", cwd=project)
-    assert "fusion.svm_C" in shows and "clip.elm_svm.accuracy_mean" in shows
+    assert "fusion.svm_C" in shows and "val.elm_svm.acc" in shows and "test.elm_svm.uar" in shows
 
 
 def test_a_teammate_pulls_outputs_instead_of_recomputing(project, tmp_path):

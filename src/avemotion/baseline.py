@@ -1,19 +1,25 @@
-"""The paper's benchmark (section 3.6, Avots et al. 2019): an SVM on MFCC statistics for
-the voice, and its decision-level fusion with the video CNN.
+"""Baselines: SVMs on hand-made features, and the benchmark's late fusion with video.
 
-The features are :mod:`avemotion.audio.mfcc` (stage build_mfcc). :func:`run_fit_baseline`
-(stage fit_baseline): standardise on the fold's training rows, an SVC with Platt-scaled
-class probabilities (as a decision-level fusion of probabilities needs; see
-:func:`make_baseline_svm`), then the ``mfcc_svm`` and ``mfcc_svm_video_late`` tables
-(the latter the mean of the MFCC-SVM's and the video CNN's probabilities, each summing
-to 1).
+- ``mfcc_svm``: MFCC statistics (:mod:`avemotion.audio.mfcc`, stage build_mfcc), the
+  paper's benchmark (section 3.6, Avots et al. 2019);
+- ``egemaps_svm``, ``compare_svm``: openSMILE's eGeMAPSv02 and ComParE_2016
+  functionals per segment (:mod:`avemotion.audio.functionals`, stage build_functionals);
+- ``mfcc_svm_video_late``: the mean of the MFCC-SVM's and the video CNN's probabilities.
+
+:func:`run_fit_baseline` (stage fit_baseline) fits each on a fold's original training
+rows: standardise, an SVC with Platt-scaled class probabilities (what a decision-level
+fusion of probabilities needs; see :func:`make_baseline_svm`), C chosen from
+``baseline.svm_C_grid`` by clip accuracy on the fold's validation speakers (the ones
+the CNNs hold out, :func:`avemotion.splits.validation_rows`), then refitted on all the
+training rows for the test fold. The validation predictions of the chosen C are written
+beside the test predictions, so every baseline has a validation score.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import h5py
 import joblib
@@ -29,11 +35,17 @@ from avemotion.errors import BadInputError
 from avemotion.evaluation import write_predictions
 from avemotion.h5store import read_meta
 from avemotion.params import Params
-from avemotion.params.schema import BaselineParams
-from avemotion.scores import expand_columns, n_classes_of, read_branch
-from avemotion.splits import test_rows, train_rows
+from avemotion.params.schema import BaselineParams, FunctionalSet
+from avemotion.scores import BranchTable, expand_columns, n_classes_of, read_branch
+from avemotion.splits import test_rows, train_rows, validation_rows
 
-SYSTEMS = ("mfcc_svm", "mfcc_svm_video_late")
+#: The feature table behind each SVM baseline: mfcc, then every openSMILE set.
+FEATURE_SYSTEMS: dict[str, str] = {
+    "mfcc": "mfcc_svm",
+    **{name: f"{name}_svm" for name in get_args(FunctionalSet)},
+}
+LATE_SYSTEM = "mfcc_svm_video_late"
+SYSTEMS = (*FEATURE_SYSTEMS.values(), LATE_SYSTEM)
 
 
 # --------------------------------------------------------------------------- the SVM
@@ -41,20 +53,28 @@ SYSTEMS = ("mfcc_svm", "mfcc_svm_video_late")
 
 @dataclass(frozen=True)
 class BaselinePaths:
-    """Where one fold's baseline reads and writes (its deps and outs in ``dvc.yaml``).
+    """Where one fold's baselines read and write (their deps and outs in ``dvc.yaml``).
 
-    ``video`` is the fold's video FC-feature table, read only when the run has video.
+    ``functionals`` is the folder of ``<set>.h5`` tables; ``video`` the fold's video
+    FC-feature table, read only when the run has video; ``models`` a folder of one
+    ``<system>.joblib`` per fitted SVM; ``validation`` the fold's folder of validation
+    predictions.
     """
 
     mfcc: Path
+    functionals: Path
     video: Path
-    model: Path
+    models: Path
     predictions: Path
+    validation: Path
     metrics: Path
+
+    def table(self, name: str) -> Path:
+        return self.mfcc if name == "mfcc" else self.functionals / f"{name}.h5"
 
 
 def make_baseline_svm(
-    settings: BaselineParams, seed: int, labels: np.ndarray | None = None
+    settings: BaselineParams, C: float, seed: int, labels: np.ndarray | None = None
 ) -> Pipeline:
     """Standardisation (fitted on the training rows), then an SVC with Platt-scaled class
     probabilities: ``CalibratedClassifierCV(method="sigmoid", ensemble=False)``, what
@@ -67,13 +87,13 @@ def make_baseline_svm(
         rarest = int(np.bincount(np.asarray(labels)).astype(float)[np.unique(labels)].min())
         if rarest < 2:
             raise BadInputError(
-                "the MFCC baseline needs at least 2 training segments of every class to "
+                "an SVM baseline needs at least 2 training segments of every class to "
                 "calibrate its SVM"
             )
         n_folds = min(n_folds, rarest)
     svm = SVC(
         kernel=settings.svm_kernel,
-        C=settings.svm_C,
+        C=C,
         gamma=settings.svm_gamma,
         random_state=seed,
     )
@@ -83,75 +103,157 @@ def make_baseline_svm(
     )
 
 
-def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[str, Any]:
-    """Stage fit_baseline: fit the MFCC-SVM on fold ``fold``'s training rows and write the
-    ``mfcc_svm`` and ``mfcc_svm_video_late`` tables (header-only when their inputs are
-    not in ``base.modalities``). With video, both are written on the test segments that
-    the video table also has, the rows every audio-visual system is scored on."""
-    settings, seed = params.baseline, params.base.seed
-    modalities = params.base.modalities
-    if not paths.mfcc.is_file():
-        raise BadInputError("MFCC table not found; run the build_mfcc stage first", paths.mfcc)
-    meta = read_meta(paths.mfcc)
-    n_classes = n_classes_of(params.data.classes, meta["label"])
-    summary: dict[str, Any] = {"fold": fold, "written": {}}
-    empty = ([], [], [], np.zeros((0, n_classes)))
-    if "audio" not in modalities or len(meta["label"]) == 0:
-        for system in SYSTEMS:
-            summary["written"][system] = write_predictions(
-                paths.predictions / f"{system}.csv", *empty
-            )
-        summary["skipped"] = "no MFCC rows (base.modalities has no audio)"
-        return _write_summary(paths, summary)
-    with h5py.File(paths.mfcc, "r") as handle:
-        x = handle["x"][:]
-    train = np.flatnonzero(train_rows(meta["fold"], fold) & ~meta["augmented"])
+@dataclass
+class FittedBaseline:
+    """One SVM baseline on one fold: the chosen C, and its scores per part.
+
+    ``rows[part]`` are table rows, ``probs[part]`` (n_rows, C) their class scores, for
+    the parts ``test`` and ``validation``.
+    """
+
+    model: Pipeline
+    C: float
+    validation_accuracy: dict[float, float | None]
+    rows: dict[str, np.ndarray]
+    probs: dict[str, np.ndarray]
+
+
+def clip_accuracy(meta: dict[str, np.ndarray], rows: np.ndarray, probs: np.ndarray) -> float | None:
+    """Accuracy of the argmax of each clip's mean segment scores (None without rows)."""
+    if len(rows) == 0:
+        return None
+    frame = pd.DataFrame(probs).assign(clip=meta["clip_id"][rows], label=meta["label"][rows])
+    means = frame.groupby("clip", sort=False).mean()
+    return float(np.mean(means.drop(columns="label").to_numpy().argmax(1) == means["label"]))
+
+
+def fit_baseline_svm(
+    settings: BaselineParams,
+    seed: int,
+    x: np.ndarray,
+    meta: dict[str, np.ndarray],
+    fold: int,
+    validation: np.ndarray,
+    n_classes: int,
+) -> FittedBaseline:
+    """Choose C on the validation rows (``validation``: a mask of the fold's validation
+    groups), then refit on every original training row and score the test rows.
+
+    Without validation rows the grid's first C is taken."""
+    original = ~np.asarray(meta["augmented"], dtype=bool)
+    train = train_rows(meta["fold"], fold) & original
+    fit_rows = np.flatnonzero(train & ~validation)
+    val_rows = np.flatnonzero(validation & original)
     test = np.flatnonzero(test_rows(meta["fold"], meta["augmented"], fold))
-    if len(train) == 0 or len(test) == 0:
+    if not train.any() or len(test) == 0:
         raise BadInputError(
-            f"fold {fold} has {len(train)} training and {len(test)} test rows", paths.mfcc
+            f"fold {fold} has {int(train.sum())} training and {len(test)} test rows"
         )
-    labels = meta["label"][train]
-    model = make_baseline_svm(settings, seed, labels).fit(x[train], labels)
-    classes = model.classes_
-    probs = expand_columns(model.predict_proba(x[test]), classes, n_classes)
-    with atomic_path(paths.model) as partial:
-        joblib.dump(model, partial)
-    summary.update(
-        n_train_rows=len(train),
-        n_test_rows=len(test),
-        svm_train_accuracy=float(np.mean(model.predict(x[train]) == meta["label"][train])),
+    y = meta["label"]
+    scores: dict[float, float | None] = {}
+    val_probs: dict[float, np.ndarray] = {}
+    if len(val_rows) and len(fit_rows):
+        for C in settings.svm_C_grid:
+            model = make_baseline_svm(settings, C, seed, y[fit_rows]).fit(x[fit_rows], y[fit_rows])
+            probs = expand_columns(model.predict_proba(x[val_rows]), model.classes_, n_classes)
+            val_probs[C], scores[C] = probs, clip_accuracy(meta, val_rows, probs)
+        best = max(scores, key=lambda c: (scores[c], -settings.svm_C_grid.index(c)))
+    else:
+        best = settings.svm_C_grid[0]
+    train = np.flatnonzero(train)
+    model = make_baseline_svm(settings, best, seed, y[train]).fit(x[train], y[train])
+    test_probs = expand_columns(model.predict_proba(x[test]), model.classes_, n_classes)
+    return FittedBaseline(
+        model=model,
+        C=best,
+        validation_accuracy=scores,
+        rows={"test": test, "validation": val_rows},
+        probs={"test": test_probs, "validation": val_probs.get(best, np.zeros((0, n_classes)))},
     )
 
-    late = None
-    if "video" in modalities:
-        video = read_branch(paths.video, "video")
-        originals = pd.DataFrame(
-            {
-                "clip_id": video.meta["clip_id"],
-                "segment": video.meta["segment"],
-                "row": np.arange(len(video.x)),
-            }
-        )[~video.meta["augmented"]]
-        wanted = pd.DataFrame({"clip_id": meta["clip_id"][test], "segment": meta["segment"][test]})
-        partner = wanted.merge(originals, on=["clip_id", "segment"], how="left")["row"]
-        kept = partner.notna().to_numpy()
-        summary["test_rows_without_video"] = int((~kept).sum())
-        test, probs = test[kept], probs[kept]
-        late = (probs + video.probs[partner[kept].to_numpy(dtype=np.int64)]) / 2.0
-    keys = (meta["clip_id"][test], meta["segment"][test], meta["label"][test])
-    summary["written"]["mfcc_svm"] = write_predictions(
-        paths.predictions / "mfcc_svm.csv", *keys, probs
-    )
-    summary["written"]["mfcc_svm_video_late"] = write_predictions(
-        paths.predictions / "mfcc_svm_video_late.csv",
-        *(keys if late is not None else empty[:3]),
-        late if late is not None else empty[3],
-    )
-    summary["test_accuracy"] = float(np.mean(probs.argmax(1) == keys[2])) if len(test) else None
-    return _write_summary(paths, summary)
 
-
-def _write_summary(paths: BaselinePaths, summary: dict[str, Any]) -> dict[str, Any]:
+def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[str, Any]:
+    """Stage fit_baseline: every SVM baseline whose table the run builds (MFCC when
+    ``base.modalities`` has audio, each of ``functionals.sets``) and the MFCC-SVM's late
+    fusion with video, for fold ``fold``: test and validation predictions, the fitted
+    models and the fold's summary (returned). A system that cannot run gets header-only
+    tables, so the stage's outputs are the same whatever the params. With video, the
+    audio-only systems are scored on the test segments the video table also has, the rows
+    every audio-visual system is scored on."""
+    settings, seed, train = params.baseline, params.base.seed, params.train
+    modalities = params.base.modalities
+    names = (["mfcc"] if "audio" in modalities else []) + [
+        s for s in params.functionals.sets if "audio" in modalities
+    ]
+    video = read_branch(paths.video, "video") if "video" in modalities else None
+    summary: dict[str, Any] = {"fold": fold, "systems": {}}
+    written: dict[str, dict[str, int]] = {"test": {}, "validation": {}}
+    n_classes: int | None = None
+    for name in names:
+        path = paths.table(name)
+        if not path.is_file():
+            raise BadInputError(f"{name} table not found; run its feature stage first", path)
+        meta = read_meta(path)
+        if len(meta["label"]) == 0:
+            continue
+        n_classes = n_classes_of(params.data.classes, meta["label"])
+        with h5py.File(path, "r") as handle:
+            x = handle["x"][:]
+        held = validation_rows(meta, fold, train.validation_fraction, train.validate_by, seed)
+        fitted = fit_baseline_svm(settings, seed, x, meta, fold, held, n_classes)
+        system = FEATURE_SYSTEMS[name]
+        with atomic_path(paths.models / f"{system}.joblib") as partial:
+            joblib.dump(fitted.model, partial)
+        summary["systems"][system] = {
+            "C": fitted.C,
+            "validation_clip_accuracy_by_C": {
+                str(c): a for c, a in fitted.validation_accuracy.items()
+            },
+            "n_feature_columns": int(x.shape[1]),
+        }
+        for part, folder in (("test", paths.predictions), ("validation", paths.validation)):
+            rows, probs = fitted.rows[part], fitted.probs[part]
+            late = None
+            if video is not None:
+                rows, probs, late, missing = with_video(meta, rows, probs, video)
+                summary["systems"][system][f"{part}_rows_without_video"] = missing
+            keys = (meta["clip_id"][rows], meta["segment"][rows], meta["label"][rows])
+            written[part][system] = write_predictions(folder / f"{system}.csv", *keys, probs)
+            if name == "mfcc" and late is not None:
+                written[part][LATE_SYSTEM] = write_predictions(
+                    folder / f"{LATE_SYSTEM}.csv", *keys, late
+                )
+    width = n_classes or n_classes_of(params.data.classes, np.array([0]))
+    for part, folder in (("test", paths.predictions), ("validation", paths.validation)):
+        for system in SYSTEMS:
+            if system not in written[part]:
+                written[part][system] = write_predictions(
+                    folder / f"{system}.csv", [], [], [], np.zeros((0, width))
+                )
+    for system in FEATURE_SYSTEMS.values():
+        model = paths.models / f"{system}.joblib"
+        if system not in summary["systems"]:
+            model.unlink(missing_ok=True)
+    summary["written"] = written
     write_json(paths.metrics, summary)
     return summary
+
+
+def with_video(
+    meta: dict[str, np.ndarray], rows: np.ndarray, probs: np.ndarray, video: BranchTable
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Keep the rows whose segment the video table also has (original rows); returns the
+    rows, their audio scores, the late fusion (mean with the video CNN's probabilities)
+    and how many rows had no video."""
+    originals = pd.DataFrame(
+        {
+            "clip_id": video.meta["clip_id"],
+            "segment": video.meta["segment"],
+            "row": np.arange(len(video.x)),
+        }
+    )[~video.meta["augmented"]]
+    wanted = pd.DataFrame({"clip_id": meta["clip_id"][rows], "segment": meta["segment"][rows]})
+    partner = wanted.merge(originals, on=["clip_id", "segment"], how="left")["row"]
+    kept = partner.notna().to_numpy()
+    late = (probs[kept] + video.probs[partner[kept].to_numpy(dtype=np.int64)]) / 2.0
+    return rows[kept], probs[kept], late, int((~kept).sum())

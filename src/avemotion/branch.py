@@ -38,23 +38,36 @@ def checkpoint_path(best: Path) -> Path:
 
 
 def build_branch(
-    params: Params, modality: str, n_classes: int, table: Path, init: str | None = None
+    params: Params,
+    modality: str,
+    n_classes: int,
+    table: Path,
+    init: str | None = None,
+    standardise: bool = False,
 ) -> BranchCNN:
     """The branch network for ``base.profile``, sized to the table's tensors; ``init``
-    optionally names conv weights to start from (``train.init_weights``)."""
+    optionally names conv weights to start from (``train.init_weights``); ``standardise``
+    gives it input statistics (``train.standardise_inputs``, see :class:`BranchCNN`)."""
     if modality not in MODALITIES:
         raise BadInputError(f"modality must be one of {MODALITIES}, not {modality!r}")
     spec = branch_spec(params, modality)
     with h5py.File(table, "r") as handle:
         item_shape = handle["x"].shape[1:]
     if modality == "audio":
-        return build_audio_cnn(n_classes, spec, input_size=tuple(item_shape[:2]), init_weights=init)
+        return build_audio_cnn(
+            n_classes,
+            spec,
+            input_size=tuple(item_shape[:2]),
+            init_weights=init,
+            standardise=standardise,
+        )
     return build_video_cnn(
         n_classes,
         spec,
         input_size=int(item_shape[1]),
         n_frames=int(item_shape[0]),
         init_weights=init,
+        standardise=standardise,
     )
 
 
@@ -70,7 +83,9 @@ def train_branch(
     run_name: str | None = None,
 ) -> dict[str, Any]:
     """Train one branch on fold ``fold``'s training rows of ``table``; write the best
-    epoch's weights to ``best`` and the run's metrics to ``metrics_path`` (returned).
+    epoch's weights (or the mean of the last ``train.average_last`` epochs', with the
+    input statistics of ``train.standardise_inputs``) to ``best`` and the run's metrics
+    to ``metrics_path`` (returned). SpecAugment masks apply to the audio branch only.
 
     ``rows`` replaces the fold's own split (an inner CNN of cross-fit stacking trains on
     part of the fold's training speakers); ``run_name`` then tells its checkpoint apart."""
@@ -85,7 +100,7 @@ def train_branch(
     torch.manual_seed(base.seed)
     n_classes = n_classes_of(params.data.classes, meta["label"])
     init = settings.init_weights.get(modality)  # type: ignore[call-overload]
-    model = build_branch(params, modality, n_classes, table, init)
+    model = build_branch(params, modality, n_classes, table, init, settings.standardise_inputs)
     digest = settings_digest(
         modality,
         fold,
@@ -106,6 +121,7 @@ def train_branch(
         digest,
         log_epoch=log_epoch,
         device=resolve_device(base.device),
+        spec_augment=modality == "audio",
     )
     metrics = {
         **outcome_json(outcome),
@@ -125,12 +141,15 @@ def extract_branch_features(
 ) -> int:
     """Write the best model's FC features and class probabilities for every row of
     ``table`` (all folds, augmented rows marked) to ``out``, in batches; returns the row
-    count."""
+    count. Inputs are standardised with the statistics ``best`` carries, if any."""
     if not best.is_file():
         raise BadInputError("trained model not found; run the train_cnn stage first", best)
     meta = load_table_meta(table)
-    model = build_branch(params, modality, n_classes_of(params.data.classes, meta["label"]), table)
-    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    n_classes = n_classes_of(params.data.classes, meta["label"])
+    # a model trained with train.standardise_inputs carries its input statistics
+    model = build_branch(params, modality, n_classes, table, standardise="input_mean" in state)
+    model.load_state_dict(state)
     device = resolve_device(params.base.device)
     model.to(device)
     attrs = {"source": str(table), "model": str(best), "modality": modality}

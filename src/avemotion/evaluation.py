@@ -46,12 +46,16 @@ SYSTEMS: dict[str, str] = {
     "the same training rows (the paper)",
     "elm_svm_crossfit": "the same, the SVM fitted on out-of-fold ELM-2 scores "
     "(speaker-grouped cross-fitting)",
+    "elm_svm_cnn_crossfit": "the same, ELMs and SVM fitted on out-of-fold CNN features "
+    "(inner CNNs that never saw the row's speaker; fusion.stacking: cross_fit)",
     "audio_cnn": "audio 2D-CNN softmax alone",
     "video_cnn": "video 3D-CNN softmax alone",
     "late_fusion": "mean of the two CNN softmaxes",
     "mfcc_svm": "MFCC statistics + SVM (the benchmark's audio side, Avots et al. 2019)",
     "mfcc_svm_video_late": "mean of the MFCC-SVM and video CNN probabilities "
     "(the benchmark's decision-level fusion)",
+    "egemaps_svm": "openSMILE eGeMAPSv02 functionals (88) per segment + SVM",
+    "compare_svm": "openSMILE ComParE_2016 functionals (6373) per segment + SVM",
 }
 #: The system the paper proposes: its confusion matrix and per-class recall are reported.
 PAPER_SYSTEM = "elm_svm"
@@ -332,33 +336,80 @@ def evaluate_run(
     return evaluation
 
 
-def gender_accuracies(evaluation: Evaluation) -> list[float | None]:
-    """ELM-1's test gender accuracy per fold (None where it was not measured)."""
-    return [evaluation.fusion.get(f, {}).get("elm1_gender_accuracy") for f in evaluation.folds]
+def evaluate_validation(
+    validation_dir: str | Path, index: pd.DataFrame, classes: Sequence[str], protocol: str = ""
+) -> Evaluation | None:
+    """:func:`evaluate_run` on the validation predictions (``data/validation``); None
+    when no system scored a validation row (``train.validation_fraction: 0``)."""
+    folder = Path(validation_dir)
+    tables = list(folder.glob("fold*/*.csv")) if folder.is_dir() else []
+    if not any(len(read_predictions(t)) for t in tables):
+        return None
+    return evaluate_run(folder, None, index, classes, protocol)
 
 
-def metrics_json(evaluation: Evaluation) -> dict[str, Any]:
-    """The key numbers, nested so that ``dvc exp show`` names them
-    ``clip.elm_svm.accuracy_mean``, ``chance.clip_accuracy_mean``, ``gender_accuracy_mean``."""
+def gender_accuracies(
+    evaluation: Evaluation, key: str = "elm1_gender_accuracy"
+) -> list[float | None]:
+    """ELM-1's gender accuracy per fold (None where it was not measured): on the test
+    segments, or with ``key="elm1_validation_gender_accuracy"`` on the validation ones."""
+    return [evaluation.fusion.get(f, {}).get(key) for f in evaluation.folds]
+
+
+def summary_json(evaluation: Evaluation, validation: Evaluation | None) -> dict[str, Any]:
+    """Every number of the report, nested: ``test`` and ``validation``, each with
+    ``segment`` and ``clip`` -> system -> ``<metric>_mean`` / ``_std``, chance levels and
+    ELM-1's gender accuracy (metrics/summary.json, a plain output)."""
     out: dict[str, Any] = {"n_folds": len(evaluation.folds)}
-    for level in LEVELS:
-        out[level] = {}
-        for system in evaluation.scores:
-            entry: dict[str, Any] = {}
-            for metric in METRICS:
-                mean, std = evaluation.summary(system, level, metric)
-                entry[f"{metric}_mean"] = _rounded(mean)
-                entry[f"{metric}_std"] = _rounded(std)
-            out[level][system] = entry
-    chance: dict[str, Any] = {"uar": _rounded(1.0 / len(evaluation.classes))}
-    for level in LEVELS:
-        mean, std = mean_std([c.get(f"{level}_accuracy") for c in evaluation.chance.values()])
-        chance[f"{level}_accuracy_mean"] = _rounded(mean)
-        chance[f"{level}_accuracy_std"] = _rounded(std)
-    out["chance"] = chance
-    mean, std = mean_std(gender_accuracies(evaluation))
-    out["gender_accuracy_mean"] = _rounded(mean)
-    out["gender_accuracy_std"] = _rounded(std)
+    for part, run in (("test", evaluation), ("validation", validation)):
+        if run is None:
+            continue
+        entry: dict[str, Any] = {}
+        for level in LEVELS:
+            entry[level] = {
+                system: {
+                    f"{metric}_{kind}": _rounded(value)
+                    for metric in METRICS
+                    for kind, value in zip(
+                        ("mean", "std"), run.summary(system, level, metric), strict=True
+                    )
+                }
+                for system in run.scores
+            }
+        chance: dict[str, Any] = {"uar": _rounded(1.0 / len(run.classes))}
+        for level in LEVELS:
+            mean, std = mean_std([c.get(f"{level}_accuracy") for c in run.chance.values()])
+            chance[f"{level}_accuracy_mean"] = _rounded(mean)
+            chance[f"{level}_accuracy_std"] = _rounded(std)
+        entry["chance"] = chance
+        out[part] = entry
+    keys = {"test": "elm1_gender_accuracy", "validation": "elm1_validation_gender_accuracy"}
+    for part in [p for p in keys if p in out]:
+        mean, std = mean_std(gender_accuracies(evaluation, keys[part]))
+        out[part]["gender_accuracy_mean"] = _rounded(mean)
+        out[part]["gender_accuracy_std"] = _rounded(std)
+    return out
+
+
+def metrics_json(evaluation: Evaluation, validation: Evaluation | None) -> dict[str, Any]:
+    """The headline numbers ``dvc exp show`` lists: each system's clip-level accuracy and
+    UAR (mean over folds) on the test folds and on the validation speakers, named
+    ``test.elm_svm.acc``, ``val.elm_svm.acc``; chance and ELM-1's test gender accuracy.
+    Short names, so that the table fits a terminal (metrics/metrics.json, in git)."""
+    out: dict[str, Any] = {}
+    for part, run in (("test", evaluation), ("val", validation)):
+        if run is None:
+            continue
+        out[part] = {
+            system: {
+                "acc": _rounded(run.summary(system, "clip", "accuracy")[0]),
+                "uar": _rounded(run.summary(system, "clip", "uar")[0]),
+            }
+            for system in run.scores
+        }
+    chance = mean_std([c.get("clip_accuracy") for c in evaluation.chance.values()])[0]
+    out["chance"] = {"acc": _rounded(chance), "uar": _rounded(1.0 / len(evaluation.classes))}
+    out["gender_acc"] = _rounded(mean_std(gender_accuracies(evaluation))[0])
     return out
 
 
@@ -373,8 +424,9 @@ def _cell(mean: float | None, std: float | None, percent: bool = True) -> str:
     return f"{mean * scale:.1f} ± {(std or 0.0) * scale:.1f}"
 
 
-def report_markdown(evaluation: Evaluation) -> str:
-    """The run's report: every system x level, per-class recall, chance, ELM-1, row counts."""
+def report_markdown(evaluation: Evaluation, validation: Evaluation | None = None) -> str:
+    """The run's report: every system x level, per-class recall, chance, ELM-1, row
+    counts, and each system's validation score beside its test score."""
     classes, folds = evaluation.classes, evaluation.folds
     lines = [
         "# Results",
@@ -432,9 +484,36 @@ def report_markdown(evaluation: Evaluation) -> str:
             classes, evaluation.recall_summary(system, "clip"), strict=True
         ):
             lines.append(f"| {name} | {_cell(mean, std)} |")
+    lines += _validation_lines(evaluation, validation)
     lines += _per_fold_lines(evaluation)
     lines += _fusion_lines(evaluation)
     return "\n".join(lines) + "\n"
+
+
+def _validation_lines(evaluation: Evaluation, validation: Evaluation | None) -> list[str]:
+    """Clip-level accuracy and UAR on the validation speakers beside the test folds'."""
+    if validation is None:
+        return ["", "No validation speakers (train.validation_fraction is 0)."]
+    lines = [
+        "",
+        "## Validation speakers beside the test folds (clip level, %)",
+        "",
+        "Validation speakers are carved from each fold's training speakers "
+        "(train.validation_fraction); the CNNs pick their best epoch on them, every other "
+        "system is fitted without them to score them, and the baselines choose C on them. "
+        "Choose defaults on these columns, never on the test ones.",
+        "",
+        "| system | validation accuracy | test accuracy | validation UAR | test UAR |",
+        "|---|---|---|---|---|",
+    ]
+    for system in evaluation.scores:
+        val = validation.scores.get(system)
+        cells = []
+        for metric in ("accuracy", "uar"):
+            cells.append(_cell(*validation.summary(system, "clip", metric)) if val else "n/a")
+            cells.append(_cell(*evaluation.summary(system, "clip", metric)))
+        lines.append(f"| `{system}` | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+    return lines
 
 
 def _per_fold_lines(evaluation: Evaluation) -> list[str]:
@@ -466,38 +545,45 @@ def _fusion_lines(evaluation: Evaluation) -> list[str]:
         "",
         f"ELM-1 gender accuracy on the test segments of known gender: {gender} %.",
         "",
-        "| fold | train rows | test rows | test rows left out (one modality only) "
-        "| ELM-1 gender accuracy |",
-        "|---|---|---|---|---|",
+        "| fold | train rows | validation rows | test rows | test rows left out (one "
+        "modality only) | ELM-1 gender accuracy (validation) | (test) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for fold, info in sorted(evaluation.fusion.items()):
-        accuracy = info.get("elm1_gender_accuracy")
+        cells = [
+            "n/a" if a is None else f"{100 * a:.1f} %"
+            for a in (info.get("elm1_validation_gender_accuracy"), info.get("elm1_gender_accuracy"))
+        ]
         lines.append(
-            f"| {fold} | {info.get('n_train_rows', 'n/a')} | {info.get('n_test_rows', 'n/a')} "
-            f"| {info.get('pairing', {}).get('test_rows_left_out', 0)} "
-            f"| {'n/a' if accuracy is None else f'{100 * accuracy:.1f} %'} |"
+            f"| {fold} | {info.get('n_train_rows', 'n/a')} "
+            f"| {info.get('n_validation_rows', 'n/a')} | {info.get('n_test_rows', 'n/a')} "
+            f"| {info.get('pairing', {}).get('test_rows_left_out', 0)} | {cells[0]} | {cells[1]} |"
         )
     return lines
 
 
 def write_outputs(
     evaluation: Evaluation,
+    validation: Evaluation | None,
     metrics_path: str | Path,
+    summary_path: str | Path,
     confusion_path: str | Path,
     report_path: str | Path,
 ) -> dict[str, Any]:
-    """Write ``metrics.json``, ``confusion.json`` (a DVC ``confusion`` plot's rows) and
-    ``report.md``; returns the metrics."""
-    metrics = metrics_json(evaluation)
+    """Write ``metrics.json`` (the headline), ``summary.json`` (every number),
+    ``confusion.json`` (a DVC ``confusion`` plot's rows) and ``report.md``; returns the
+    summary."""
+    summary = summary_json(evaluation, validation)
     outputs = {
-        Path(metrics_path): json.dumps(metrics, indent=2) + "\n",
+        Path(metrics_path): json.dumps(metrics_json(evaluation, validation), indent=2) + "\n",
+        Path(summary_path): json.dumps(summary, indent=2) + "\n",
         Path(confusion_path): json.dumps(evaluation.confusion, indent=1) + "\n",
-        Path(report_path): report_markdown(evaluation),
+        Path(report_path): report_markdown(evaluation, validation),
     }
     for path, text in outputs.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return metrics
+        with atomic_path(path) as partial:
+            partial.write_text(text)
+    return summary
 
 
 def class_names(classes: Sequence[str] | None, index: pd.DataFrame) -> list[str]:

@@ -184,6 +184,12 @@ class BranchCNN(nn.Sequential):
     the paper's "outputs of the fully connected networks except the last output layer"
     that feed ELM-1. It stops before that layer's dropout; call ``model.eval()`` first, so
     that the earlier FC layers' dropout is off too and the features are deterministic.
+
+    With ``standardise`` (``train.standardise_inputs``) the network z-scores each input
+    channel first, with the buffers ``input_mean`` and ``input_std`` (C,) that training
+    sets from its training rows (:meth:`set_input_statistics`). Being buffers, they are
+    part of the state dict, so a saved ``best.pt`` scales its inputs the same wherever it
+    is loaded. Without it there are no such buffers and the input goes in unchanged.
     """
 
     def __init__(
@@ -191,6 +197,7 @@ class BranchCNN(nn.Sequential):
         layers: OrderedDict[str, nn.Module],
         feature_layer: str,
         input_shape: tuple[int, ...],
+        standardise: bool = False,
     ):
         super().__init__(layers)
         names = list(layers)
@@ -200,9 +207,48 @@ class BranchCNN(nn.Sequential):
         assert isinstance(last, nn.Linear)
         self.n_classes = last.out_features
         self.feature_dim = last.in_features
+        if standardise:
+            channels = input_shape[0]
+            self.set_input_statistics(torch.zeros(channels), torch.ones(channels))
+
+    @property
+    def standardises(self) -> bool:
+        """Whether the network z-scores its inputs (has ``input_mean``/``input_std``)."""
+        return "input_mean" in self._buffers
+
+    def set_input_statistics(
+        self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor
+    ) -> None:
+        """Z-score every input channel with ``mean`` and ``std``, each of shape (C,)
+        (e.g. :func:`avemotion.recipes.channel_statistics` of the training rows)."""
+        channels = self.input_shape[0]
+        mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(np.asarray(std), dtype=torch.float32).reshape(-1)
+        if mean.numel() != channels or std.numel() != channels:
+            raise ValueError(
+                f"input statistics need {channels} values each, got {mean.numel()} means "
+                f"and {std.numel()} standard deviations"
+            )
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(f"input statistics must be finite with std > 0, got {mean}, {std}")
+        device = next(self.parameters()).device
+        self.register_buffer("input_mean", mean.to(device))
+        self.register_buffer("input_std", std.to(device))
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, C, ...) z-scored per channel; ``x`` itself when not standardising."""
+        if not self.standardises:
+            return x
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.input_mean.view(shape)) / self.input_std.view(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, n_classes) of inputs (N, C, ...)."""
+        return super().forward(self.standardise(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last hidden FC activations, shape (N, feature_dim), for the ELM fusion."""
+        x = self.standardise(x)
         for layer in list(self)[: self._n_feature_layers]:
             x = layer(x)
         return x
@@ -222,14 +268,16 @@ def build_audio_cnn(
     spec: BranchSpec | Mapping[str, Any],
     input_size: tuple[int, int] = AUDIO_INPUT_SIZE,
     init_weights: str | Path | None = None,
+    standardise: bool = False,
 ) -> BranchCNN:
     """The 2D-CNN of paper 2.3.2 for inputs (N, 3, n_mels, n_frames), default (N, 3, 30, 100).
 
     ``spec`` holds 4 conv widths and the hidden FC widths; ``init_weights`` is an optional
-    state-dict file whose convolutional layers are loaded (see :func:`load_conv_weights`).
+    state-dict file whose convolutional layers are loaded (see :func:`load_conv_weights`);
+    ``standardise`` gives the network input statistics (see :class:`BranchCNN`).
     """
     spec = _as_spec(spec, "audio spec", "audio")
-    model = _build(AUDIO_LAYOUT, spec, n_classes, (IN_CHANNELS, *input_size))
+    model = _build(AUDIO_LAYOUT, spec, n_classes, (IN_CHANNELS, *input_size), standardise)
     if init_weights is not None:
         load_conv_weights(model, init_weights)
     return model
@@ -241,25 +289,31 @@ def build_video_cnn(
     input_size: int | None = None,
     n_frames: int = N_KEYFRAMES,
     init_weights: str | Path | None = None,
+    standardise: bool = False,
 ) -> BranchCNN:
     """The C3D-style 3D-CNN of paper 2.3.1 for inputs (N, 3, n_frames, size, size).
 
     ``input_size`` defaults to ``spec.input_size`` (112 for ``paper``, where fc6 matches
     C3D's 8192 inputs). ``init_weights`` is an optional state-dict file, e.g. converted
-    Sports-1M C3D weights, loaded into the convolutional layers only.
+    Sports-1M C3D weights, loaded into the convolutional layers only; ``standardise``
+    gives the network input statistics (see :class:`BranchCNN`).
     """
     spec = _as_spec(spec, "video spec", "video")
     size = input_size if input_size is not None else spec.input_size
     if size is None:
         raise BadInputError("video spec needs an input_size (keyframe side in pixels)")
-    model = _build(VIDEO_LAYOUT, spec, n_classes, (IN_CHANNELS, n_frames, size, size))
+    model = _build(VIDEO_LAYOUT, spec, n_classes, (IN_CHANNELS, n_frames, size, size), standardise)
     if init_weights is not None:
         load_conv_weights(model, init_weights)
     return model
 
 
 def _build(
-    layout: Sequence[Stage], spec: BranchSpec, n_classes: int, input_shape: tuple[int, ...]
+    layout: Sequence[Stage],
+    spec: BranchSpec,
+    n_classes: int,
+    input_shape: tuple[int, ...],
+    standardise: bool = False,
 ) -> BranchCNN:
     """Turn an architecture table and a spec into a :class:`BranchCNN` (the one builder)."""
     if n_classes < 1:
@@ -307,7 +361,9 @@ def _build(
         layers[f"drop{number}"] = nn.Dropout(spec.dropout)
         width, number = out, number + 1
     layers[f"fc{number}"] = nn.Linear(width, n_classes)
-    model = BranchCNN(layers, feature_layer=f"relu{number - 1}", input_shape=input_shape)
+    model = BranchCNN(
+        layers, feature_layer=f"relu{number - 1}", input_shape=input_shape, standardise=standardise
+    )
     _init_weights(model)
     return model
 

@@ -11,6 +11,7 @@ from typing import get_args
 
 import numpy as np
 from sklearn.model_selection import (
+    GroupShuffleSplit,
     LeaveOneGroupOut,
     StratifiedGroupKFold,
     StratifiedKFold,
@@ -44,6 +45,32 @@ def test_rows(fold: np.ndarray, augmented: np.ndarray, test_fold: int) -> np.nda
 
 
 test_rows.__test__ = False  # a library function, not a pytest test, wherever it is imported
+
+
+def validation_groups(groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The groups (speakers, or clips) held out for validation from one fold's training
+    groups: ``GroupShuffleSplit(test_size=fraction, random_state=seed)`` over the sorted
+    distinct groups, so every table of the run (spectrograms, FC features, functionals)
+    holds out the same speakers whatever its rows. Empty when ``fraction`` is 0 or there
+    are fewer than 2 groups."""
+    distinct = np.unique(np.asarray(groups))
+    if fraction <= 0 or len(distinct) < 2:
+        return distinct[:0]
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    _, held = next(splitter.split(distinct, groups=distinct))
+    return distinct[held]
+
+
+def validation_rows(
+    meta: dict[str, np.ndarray], test_fold: int, fraction: float, by: str, seed: int
+) -> np.ndarray:
+    """Boolean mask of the training rows of ``test_fold`` whose group (``by``: ``speaker``
+    or ``clip``) is held out for validation, augmented copies included (whoever fits on
+    the rest must drop them all; whoever scores validation keeps the originals)."""
+    train = train_rows(meta["fold"], test_fold)
+    column = np.asarray(meta["speaker" if by == "speaker" else "clip_id"]).astype(str)
+    held = validation_groups(column[train], fraction, seed)
+    return train & np.isin(column, held)
 
 
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)

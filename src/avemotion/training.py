@@ -13,7 +13,11 @@ What this module adds around the paper's recipe, because a reproducible tool nee
   memory does not grow with the dataset;
 - a checkpoint after every epoch, so that a run killed part-way resumes from its last
   finished epoch when run again with the same params;
-- seeding of every random source, so that the same params give the same weights on CPU.
+- seeding of every random source, so that the same params give the same weights on CPU;
+- optional recipes beyond the paper's (input standardisation, AdamW, learning-rate
+  schedules, label smoothing, mixup, SpecAugment masks, class-balanced sampling, weight
+  averaging over the last epochs), each off by default and described in
+  :mod:`avemotion.recipes`.
 """
 
 from __future__ import annotations
@@ -29,16 +33,24 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, Dataset
 
 from avemotion.atomic import atomic_path
 from avemotion.errors import BadInputError
 from avemotion.h5store import read_meta
-from avemotion.models import channels_first
+from avemotion.models import BranchCNN, channels_first
 from avemotion.params.schema import TrainParams
-from avemotion.splits import test_rows, train_rows
+from avemotion.recipes import (
+    balanced_sampler,
+    channel_statistics,
+    make_optimiser,
+    make_scheduler,
+    mask_spectrograms,
+    mixup,
+)
+from avemotion.splits import test_rows, train_rows, validation_rows
 
 
 class SegmentDataset(Dataset):
@@ -103,25 +115,29 @@ def fold_rows(
         )
     if len(candidates) == 0:
         raise BadInputError(f"fold {test_fold} has no training rows")
-    groups = meta["speaker" if validate_by == "speaker" else "clip_id"][candidates]
-    if validation_fraction <= 0 or len(np.unique(groups)) < 2:
-        return FoldRows(candidates, np.array([], dtype=np.int64), test)
-    splitter = GroupShuffleSplit(n_splits=1, test_size=validation_fraction, random_state=seed)
-    keep, held = next(splitter.split(candidates, groups=groups))
-    validation = candidates[held]
-    validation = validation[~meta["augmented"][validation]]
-    return FoldRows(np.sort(candidates[keep]), np.sort(validation), test)
+    held = validation_rows(meta, test_fold, validation_fraction, validate_by, seed)
+    validation = np.flatnonzero(held & ~meta["augmented"])
+    return FoldRows(np.flatnonzero(train_mask & ~held), validation, test)
 
 
 @dataclass
 class TrainOutcome:
-    """What a training run ends with; written to the stage's metrics JSON."""
+    """What a training run ends with; written to the stage's metrics JSON.
+
+    ``weights`` says what went to ``best.pt``: ``"best_epoch"`` (the epoch with the best
+    validation accuracy) or ``"averaged"`` (the mean weights of the last
+    ``averaged_epochs`` epochs, ``train.average_last``); ``written_val_accuracy`` is the
+    validation accuracy of exactly those weights.
+    """
 
     epochs_run: int
     best_epoch: int
     best_val_accuracy: float | None
     train_samples_per_s: float
     resumed_from_epoch: int
+    weights: str = "best_epoch"
+    averaged_epochs: int = 0
+    written_val_accuracy: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -132,7 +148,7 @@ def settings_digest(*parts: Any) -> str:
 
 
 def fit(
-    model: nn.Module,
+    model: BranchCNN,
     train_set: SegmentDataset,
     validation_set: SegmentDataset | None,
     settings: TrainParams,
@@ -142,37 +158,47 @@ def fit(
     digest: str,
     log_epoch: Callable[[dict[str, float]], None] | None = None,
     device: torch.device | str = "cpu",
+    spec_augment: bool = False,
 ) -> TrainOutcome:
-    """Train ``model`` with SGD, keep the best epoch by validation accuracy, resume if asked.
+    """Train ``model``, keep the best epoch by validation accuracy (or the mean of the last
+    epochs), resume if asked.
 
     ``settings`` are the branch's ``train:`` params (:meth:`TrainParams.for_branch`);
-    ``seed`` (``base.seed``) seeds the weights and the shuffling.
+    ``seed`` (``base.seed``) seeds the weights, the shuffling and every recipe's draws
+    (:mod:`avemotion.recipes`). ``spec_augment`` says the inputs are spectrograms
+    (N, 3, n_mels, n_frames), so ``train.time_masks``/``freq_masks`` apply: the audio
+    branch only; other inputs are never masked. With ``train.standardise_inputs`` the
+    model first gets its input statistics from ``train_set``'s rows.
 
-    After every epoch the model, optimiser, random states and history go to
+    After every epoch the model, optimiser, schedule, random states and history go to
     ``checkpoint_path``; if that file exists with the same ``digest`` the run resumes
     after its last finished epoch (``log_epoch`` is replayed for the finished epochs so
     the curves stay whole). A finished run removes its checkpoint, so the file exists
-    only while a run is incomplete (DVC does not track it). The best epoch's weights go
-    to ``best_path`` as a state dict.
+    only while a run is incomplete (DVC does not track it). The written weights go to
+    ``best_path`` as a state dict: the best epoch's, or with ``train.average_last`` N > 1
+    the mean of the last N epochs' with BatchNorm statistics recomputed on ``train_set``.
     """
     device = torch.device(device)
     torch.manual_seed(seed)
+    if settings.standardise_inputs:
+        model.set_input_statistics(*channel_statistics(train_set.path, train_set.rows))
     model.to(device)
-    optimiser = torch.optim.SGD(
-        model.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-    )
+    optimiser = make_optimiser(model.parameters(), settings)
     shuffle = torch.Generator().manual_seed(seed)
+    sampler = balanced_sampler(train_set.labels, shuffle) if settings.balanced_sampling else None
     loader = DataLoader(
         train_set,
         batch_size=settings.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         generator=shuffle,
         num_workers=settings.num_workers,
         persistent_workers=settings.num_workers > 0,
     )
+    scheduler = make_scheduler(optimiser, settings, len(loader))
+    mask_rng, mixup_rng = np.random.default_rng((seed, 1)), np.random.default_rng((seed, 2))
+    average_from = max(1, settings.epochs - settings.average_last + 1)
+    averaged = AveragedModel(model) if settings.average_last > 1 else None
     history: list[dict[str, float]] = []
     best_epoch, best_accuracy, start = 0, -1.0, 0
     checkpoint_path, best_path = Path(checkpoint_path), Path(best_path)
@@ -181,8 +207,14 @@ def fit(
         if state.get("digest") == digest:
             model.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimiser"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            if averaged is not None:
+                averaged.load_state_dict(state["averaged"])
             shuffle.set_state(state["shuffle_state"])
             torch.set_rng_state(state["torch_rng"])
+            mask_rng.bit_generator.state = state["mask_rng"]
+            mixup_rng.bit_generator.state = state["mixup_rng"]
             history, best_epoch, best_accuracy = (
                 state["history"],
                 state["best_epoch"],
@@ -193,7 +225,8 @@ def fit(
     for past in history:
         if log_epoch:
             log_epoch(past)
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    fill = model.input_mean if model.standardises else None
     train_seconds, train_samples = 0.0, 0
     for epoch in range(start + 1, settings.epochs + 1):
         model.train()
@@ -201,24 +234,37 @@ def fit(
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            targets = y
+            if spec_augment:
+                x = mask_spectrograms(x, settings, mask_rng, fill)
+            if settings.mixup_alpha > 0:
+                x, targets, _ = mixup(x, y, model.n_classes, settings.mixup_alpha, mixup_rng)
             optimiser.zero_grad(set_to_none=True)
             logits = model(x)
-            loss = criterion(logits, y)
+            loss = criterion(logits, targets)
             loss.backward()
             optimiser.step()
+            if scheduler is not None:
+                scheduler.step()
+            dominant = targets.argmax(1) if targets.dim() == 2 else y  # mixup: the larger share
             total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == dominant).sum())
             seen += len(y)
         train_seconds += time.perf_counter() - began
         train_samples += seen
         record = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen}
+        if scheduler is not None:
+            record["train_lr"] = optimiser.param_groups[0]["lr"]
         if validation_set is not None and len(validation_set):
             val_loss, val_accuracy = evaluate(model, validation_set, settings.batch_size, device)
             record.update(val_loss=val_loss, val_accuracy=val_accuracy)
         score = record.get("val_accuracy", record["train_accuracy"])
         if score > best_accuracy:
             best_epoch, best_accuracy = epoch, score
-            _atomic_save(model.state_dict(), best_path)
+            if averaged is None:
+                _atomic_save(model.state_dict(), best_path)
+        if averaged is not None and epoch >= average_from:
+            averaged.update_parameters(model)
         history.append(record)
         _atomic_save(
             {
@@ -226,8 +272,12 @@ def fit(
                 "epoch": epoch,
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "averaged": None if averaged is None else averaged.state_dict(),
                 "shuffle_state": shuffle.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "mask_rng": mask_rng.bit_generator.state,
+                "mixup_rng": mixup_rng.bit_generator.state,
                 "history": history,
                 "best_epoch": best_epoch,
                 "best": best_accuracy,
@@ -236,14 +286,25 @@ def fit(
         )
         if log_epoch:
             log_epoch(record)
-    checkpoint_path.unlink(missing_ok=True)  # only an unfinished run leaves one behind
     has_validation = validation_set is not None and len(validation_set) > 0
+    written_accuracy = best_accuracy if has_validation else None
+    if averaged is not None:
+        written = averaged.module
+        update_bn(DataLoader(train_set, batch_size=settings.batch_size), written, device)
+        _atomic_save(written.state_dict(), best_path)
+        if has_validation:
+            assert validation_set is not None
+            written_accuracy = evaluate(written, validation_set, settings.batch_size, device)[1]
+    checkpoint_path.unlink(missing_ok=True)  # only an unfinished run leaves one behind
     return TrainOutcome(
         epochs_run=len(history),
         best_epoch=best_epoch,
         best_val_accuracy=best_accuracy if has_validation else None,
         train_samples_per_s=train_samples / train_seconds if train_seconds else float("nan"),
         resumed_from_epoch=resumed_from,
+        weights="best_epoch" if averaged is None else "averaged",
+        averaged_epochs=0 if averaged is None else settings.epochs - average_from + 1,
+        written_val_accuracy=written_accuracy,
         history=history,
     )
 

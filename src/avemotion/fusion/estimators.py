@@ -39,6 +39,12 @@ class TwoStageELM(BaseEstimator):
     ``use_gender=False`` ELM-1 is skipped and ELM-2 reads the standardised features.
     ELM-1 and ELM-2 draw their random hidden layers from two seeds derived from
     ``random_state``.
+
+    ``gender_columns`` and ``emotion_columns`` (column indices of X; None = all) say what
+    ELM-1 reads and, with ``elm2_input="features_and_gender"``, what ELM-2 reads beside
+    ELM-1's gender probabilities (``fusion.gender_inputs`` and ``fusion.inputs``: e.g.
+    pitch-bearing functionals for gender, CNN features for emotion). With ``hidden`` or
+    ``hidden_and_gender`` ELM-2 reads ELM-1's hidden output, as in the paper.
     """
 
     def __init__(
@@ -51,7 +57,11 @@ class TwoStageELM(BaseEstimator):
         use_gender: bool = True,
         elm2_input: str = "hidden",
         random_state: int | np.random.RandomState | None = None,
+        gender_columns: np.ndarray | None = None,
+        emotion_columns: np.ndarray | None = None,
     ):
+        self.gender_columns = gender_columns
+        self.emotion_columns = emotion_columns
         self.elm1_hidden = elm1_hidden
         self.elm2_hidden_per_class = elm2_hidden_per_class
         self.elm_C = elm_C
@@ -90,7 +100,7 @@ class TwoStageELM(BaseEstimator):
                 activation=self.activation,
                 C=self.elm_C,
                 random_state=int(seeds[0]),
-            ).fit(scaled, gender)
+            ).fit(self._columns(scaled, self.gender_columns), gender)
         n_classes = len(np.unique(y))
         self.elm2_ = ELMClassifier(
             n_hidden=self.elm2_hidden_per_class * n_classes,
@@ -104,12 +114,20 @@ class TwoStageELM(BaseEstimator):
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         return X if self.scaler_ is None else self.scaler_.transform(X)
 
+    @staticmethod
+    def _columns(X: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+        return X if columns is None else X[:, np.asarray(columns, dtype=np.int64)]
+
     def _elm2_input(self, scaled: np.ndarray) -> np.ndarray:
         if self.elm1_ is None:
-            return scaled
-        hidden = self.elm1_.transform(scaled)
+            return self._columns(scaled, self.emotion_columns)
+        gender_input = self._columns(scaled, self.gender_columns)
+        if self.elm2_input == "features_and_gender":
+            features = self._columns(scaled, self.emotion_columns)
+            return np.hstack([features, self.elm1_.predict_proba(gender_input)])
+        hidden = self.elm1_.transform(gender_input)
         if self.elm2_input == "hidden_and_gender":
-            return np.hstack([hidden, self.elm1_.predict_proba(scaled)])
+            return np.hstack([hidden, self.elm1_.predict_proba(gender_input)])
         return hidden
 
     def elm2_features(self, X) -> np.ndarray:
@@ -131,7 +149,8 @@ class TwoStageELM(BaseEstimator):
         check_is_fitted(self)
         if self.elm1_ is None:
             raise ValueError("ELM-1 was skipped (use_gender=False): no gender prediction")
-        return self.elm1_.predict(self._scaled(check_array(X, dtype=(np.float64, np.float32))))
+        scaled = self._scaled(check_array(X, dtype=(np.float64, np.float32)))
+        return self.elm1_.predict(self._columns(scaled, self.gender_columns))
 
 
 @dataclass
@@ -261,7 +280,11 @@ class ELMFusion(ClassifierMixin, BaseEstimator):
         svm_gamma: str | float = "scale",
         svm_scores: str = "softmax",
         random_state: int | None = None,
+        gender_columns: np.ndarray | None = None,
+        emotion_columns: np.ndarray | None = None,
     ):
+        self.gender_columns = gender_columns
+        self.emotion_columns = emotion_columns
         self.elm1_hidden = elm1_hidden
         self.elm2_hidden_per_class = elm2_hidden_per_class
         self.elm_C = elm_C
@@ -287,6 +310,8 @@ class ELMFusion(ClassifierMixin, BaseEstimator):
             use_gender=self.use_gender,
             elm2_input=self.elm2_input,
             random_state=self.random_state,
+            gender_columns=self.gender_columns,
+            emotion_columns=self.emotion_columns,
         )
 
     def fit(self, X, y, gender=None, groups=None) -> ELMFusion:

@@ -18,7 +18,6 @@ from avemotion.atomic import atomic_path, write_json
 from avemotion.errors import BadInputError
 from avemotion.evaluation import write_predictions
 from avemotion.fusion.estimators import (
-    STACKINGS,
     UNKNOWN_GENDERS,
     ELMFusion,
     TwoStageELM,
@@ -27,39 +26,58 @@ from avemotion.fusion.estimators import (
     n_support_vectors,
     svm_class_scores,
 )
-from avemotion.fusion.pairing import FusedTable, fuse_tables
+from avemotion.fusion.inputs import add_crossfit, block_columns, block_order, read_inputs
+from avemotion.fusion.pairing import FusedTable
 from avemotion.params import Params
 from avemotion.params.schema import FusionParams
 from avemotion.scores import BranchTable, expand_columns, n_classes_of, read_branch
-from avemotion.splits import test_rows, train_rows
+from avemotion.splits import test_rows, train_rows, validation_rows
 
 
 @dataclass(frozen=True)
 class ElmPaths:
     """Where fit_elm reads and writes for one fold (its deps and outs in ``dvc.yaml``).
 
-    ``features`` is the fold's folder of ``fc_<modality>.h5`` tables.
+    ``features`` is the fold's folder of ``fc_<modality>.h5`` tables (and ``inner/``
+    for cross-fit stacking); ``functionals`` the folder of openSMILE tables; ``models``
+    the folder of fitted ELM pairs, one per feature family (:data:`FAMILIES`);
+    ``predictions`` and ``validation`` the fold's test and validation prediction folders.
     """
 
     features: Path
-    model: Path
+    functionals: Path
+    models: Path
     scores: Path
     predictions: Path
+    validation: Path
     metrics: Path
-
-    def branch_table(self, modality: str) -> Path:
-        return self.features / f"fc_{modality}.h5"
 
 
 @dataclass(frozen=True)
 class SvmPaths:
-    """Where fit_svm reads and writes for one fold: ``models`` maps each system of
-    :data:`STACKINGS` to its assembled model's path."""
+    """Where fit_svm reads and writes for one fold: ``models`` is the folder of one
+    assembled :class:`ELMFusion` per system of :data:`FUSION_SYSTEMS`."""
 
     scores: Path
-    elm_model: Path
+    elm_models: Path
     predictions: Path
-    models: Mapping[str, Path]
+    validation: Path
+    models: Path
+
+
+#: The fusion's systems: (feature family, how the SVM is stacked on ELM-2's scores).
+#: ``paper``: the CNN features of the rows the CNN trained on; ``cnn_crossfit``: the
+#: inner CNNs' out-of-fold features (fusion.stacking: cross_fit).
+FUSION_SYSTEMS: dict[str, tuple[str, str]] = {
+    "elm_svm": ("paper", "same"),
+    "elm_svm_crossfit": ("paper", "crossfit"),
+    "elm_svm_cnn_crossfit": ("cnn_crossfit", "same"),
+}
+FAMILIES = ("paper", "cnn_crossfit")
+#: Where the ELM pair is fitted and what it scores: the validation part fits on the
+#: fitting rows (training less validation speakers) and scores the validation speakers;
+#: the test part fits on every training row and scores the test fold.
+PARTS = ("validation", "test")
 
 
 def elm_params(fusion: FusionParams, random_state: int) -> dict[str, Any]:
@@ -118,85 +136,147 @@ def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
 
 
 def run_fit_elm(params: Params, fold: int, paths: ElmPaths) -> dict[str, Any]:
-    """Stage fit_elm: fit the ELM pair on fold ``fold``'s training rows, cross-fit it, and
-    write the ELM-2 scores, the branch-only and late-fusion predictions, and the fold's
-    fusion metrics (returned)."""
-    fusion, seed = params.fusion, params.base.seed
-    modalities = params.base.modalities
-    tables = [read_branch(paths.branch_table(m), m) for m in modalities]
-    fused = fuse_tables(tables, params.augment)
+    """Stage fit_elm: for each feature family and each part (:data:`PARTS`), fit the ELM
+    pair and score the part's rows; write the ELM pairs fitted for the test, the SVMs'
+    inputs (``--scores``), the branch-only and late-fusion predictions of the validation
+    and test rows, and the fold's fusion metrics (returned)."""
+    fusion, seed, train_params = params.fusion, params.base.seed, params.train
+    inputs = read_inputs(params, paths.features, paths.functionals)
+    fused = inputs.fused
     meta = fused.meta
-    train = np.flatnonzero(train_rows(meta["fold"], fold))
-    test = np.flatnonzero(test_rows(meta["fold"], meta["augmented"], fold))
-    if len(train) == 0 or len(test) == 0:
+    original = ~np.asarray(meta["augmented"], dtype=bool)
+    train = train_rows(meta["fold"], fold)
+    held = validation_rows(
+        meta, fold, train_params.validation_fraction, train_params.validate_by, seed
+    )
+    rows = {
+        "validation": (np.flatnonzero(train & ~held), np.flatnonzero(held & original)),
+        "test": (
+            np.flatnonzero(train),
+            np.flatnonzero(test_rows(meta["fold"], meta["augmented"], fold)),
+        ),
+    }
+    if len(rows["test"][0]) == 0 or len(rows["test"][1]) == 0:
         raise BadInputError(
-            f"fold {fold} has {len(train)} training and {len(test)} test rows after pairing "
-            f"{' and '.join(modalities)}",
+            f"fold {fold} has {len(rows['test'][0])} training and {len(rows['test'][1])} "
+            f"test rows after pairing {' and '.join(params.base.modalities)}",
             paths.features,
         )
+    families = ["paper"]
+    if fusion.stacking == "cross_fit":
+        add_crossfit(params, inputs, paths.features, train & ~held)
+        families.append("cnn_crossfit")
     use_gender, skipped = fusion.use_gender, None
     if use_gender:
-        check_genders(meta, train, params.data.dataset)
-        skipped = one_gender_reason(meta, train)
+        check_genders(meta, rows["test"][0], params.data.dataset)
+        skipped = one_gender_reason(meta, rows["validation"][0])
         use_gender = skipped is None
-    n_classes = n_classes_of(params.data.classes, meta["label"])
     y, gender = meta["label"], np.asarray(meta["gender"]).astype(str)
-    settings = {**elm_params(fusion, seed), "use_gender": use_gender}
-    elm = TwoStageELM(**settings).fit(fused.x[train], y[train], gender[train])
-    groups, group_kind = cross_fit_groups(meta, train)
-    crossed = cross_fit_probs(
-        elm, fused.x[train], y[train], gender[train], groups, fusion.cross_fit_folds, elm.classes_
-    )
-    train_same = elm.predict_proba(fused.x[train])
-    test_probs = elm.predict_proba(fused.x[test])
-
-    with atomic_path(paths.model) as partial:
-        joblib.dump(elm, partial)
+    order = block_order(params)
+    columns = block_columns(params, inputs)
+    settings = {
+        **elm_params(fusion, seed),
+        "use_gender": use_gender,
+        "emotion_columns": np.concatenate([columns[n] for n in fusion.inputs]),
+        "gender_columns": np.concatenate([columns[n] for n in fusion.gender_inputs]),
+    }
+    n_classes = n_classes_of(params.data.classes, meta["label"])
+    arrays: dict[str, np.ndarray] = {}
+    summary_parts: dict[str, Any] = {}
+    for part in PARTS:
+        fit, scored = rows[part]
+        arrays[f"{part}__clip_id"] = np.asarray(meta["clip_id"][scored], dtype=str)
+        arrays[f"{part}__segment"] = meta["segment"][scored]
+        arrays[f"{part}__label"] = y[scored]
+        arrays[f"{part}__fit_label"] = y[fit]
+        folder = paths.predictions if part == "test" else paths.validation
+        written = write_branch_predictions(fused, scored, n_classes, folder)
+        part_summary: dict[str, Any] = {
+            "n_fit_rows": len(fit),
+            "n_scored_rows": len(scored),
+            "n_scored_clips": len(set(meta["clip_id"][scored])),
+            "branch_predictions_written": written,
+        }
+        for family in families:
+            x = inputs.matrix(order, crossfit=family == "cnn_crossfit")
+            elm = TwoStageELM(**settings).fit(x[fit], y[fit], gender[fit])
+            same = elm.predict_proba(x[fit])
+            arrays[f"{family}__{part}__classes"] = elm.classes_
+            arrays[f"{family}__{part}__fit_same"] = same
+            arrays[f"{family}__{part}__scored"] = (
+                elm.predict_proba(x[scored]) if len(scored) else np.zeros((0, len(elm.classes_)))
+            )
+            if family == "paper" and len(scored):
+                groups, _ = cross_fit_groups(meta, fit)
+                arrays[f"{family}__{part}__fit_crossfit"] = cross_fit_probs(
+                    elm, x[fit], y[fit], gender[fit], groups, fusion.cross_fit_folds, elm.classes_
+                ).probs
+            if part == "test":
+                with atomic_path(paths.models / f"{family}.joblib") as partial:
+                    joblib.dump(elm, partial)
+            part_summary[family] = {
+                "elm2_fit_accuracy": _accuracy(y[fit], elm.classes_[same.argmax(1)]),
+                "elm2_accuracy": _accuracy(
+                    y[scored], elm.classes_[arrays[f"{family}__{part}__scored"].argmax(1)]
+                )
+                if len(scored)
+                else None,
+                "elm1_gender_accuracy": _gender_accuracy(elm, x, gender, scored),
+            }
+        summary_parts[part] = part_summary
+    for family in FAMILIES:
+        if family not in families:
+            (paths.models / f"{family}.joblib").unlink(missing_ok=True)
     with atomic_path(paths.scores) as partial, partial.open("wb") as handle:
-        np.savez_compressed(
-            handle,
-            classes=elm.classes_,
-            train_label=y[train],
-            train_same=train_same,
-            train_crossfit=crossed.probs,
-            test=test_probs,
-            test_clip_id=np.asarray(meta["clip_id"][test], dtype=str),
-            test_segment=meta["segment"][test],
-            test_label=y[test],
-        )
-    written = write_branch_predictions(fused, test, n_classes, paths.predictions)
+        np.savez_compressed(handle, **arrays)
 
-    gender_accuracy = None
-    if elm.elm1_ is not None:
-        known = test[~np.isin(gender[test], list(UNKNOWN_GENDERS))]
-        if len(known):
-            gender_accuracy = _accuracy(gender[known], elm.predict_gender(fused.x[known]))
+    test = rows["test"][1]
     test_set = set(zip(meta["clip_id"][test], meta["segment"][test], strict=True))
     pairing = dict(fused.pairing)
     if pairing:
+        tables = [read_branch(paths.features / f"fc_{m}.h5", m) for m in params.base.modalities]
         pairing["test_rows_left_out"] = _test_rows_left_out(tables, fold, test_set)
+    gender_model = summary_parts["test"]["paper"]
     summary = {
         "fold": fold,
-        "modalities": list(modalities),
-        "feature_dim": int(fused.x.shape[1]),
-        "n_train_rows": len(train),
-        "n_train_augmented_rows": int(meta["augmented"][train].sum()),
+        "modalities": list(params.base.modalities),
+        "inputs": {name: int(inputs.blocks[name].shape[1]) for name in order},
+        "feature_dim": int(sum(inputs.blocks[name].shape[1] for name in order)),
+        "stacking": fusion.stacking,
+        "n_train_rows": len(rows["test"][0]),
+        "n_train_augmented_rows": int(meta["augmented"][rows["test"][0]].sum()),
+        "n_validation_rows": len(rows["validation"][1]),
         "n_test_rows": len(test),
         "n_test_clips": len(set(meta["clip_id"][test])),
         "use_gender": use_gender,
         "elm1_skipped": skipped,
-        "elm1_gender_accuracy": gender_accuracy,
-        "elm1_gender_classes": [] if elm.elm1_ is None else elm.elm1_.classes_.tolist(),
-        "elm2_train_accuracy_same": _accuracy(y[train], elm.classes_[train_same.argmax(1)]),
-        "elm2_train_accuracy_crossfit": _accuracy(y[train], elm.classes_[crossed.probs.argmax(1)]),
-        "elm2_test_accuracy": _accuracy(y[test], elm.classes_[test_probs.argmax(1)]),
-        "cross_fit": {"groups": group_kind, "n_splits": len(crossed.splits)},
-        "predictions_written": written,
+        "elm1_gender_accuracy": gender_model["elm1_gender_accuracy"],
+        "elm1_validation_gender_accuracy": summary_parts["validation"]["paper"][
+            "elm1_gender_accuracy"
+        ],
+        "elm2_test_accuracy": gender_model["elm2_accuracy"],
+        "parts": summary_parts,
         "pairing": pairing,
-        "settings": {**settings, "cross_fit_folds": fusion.cross_fit_folds},
+        "settings": {
+            **{k: v for k, v in settings.items() if not k.endswith("_columns")},
+            "inputs": list(fusion.inputs),
+            "gender_inputs": list(fusion.gender_inputs),
+            "cross_fit_folds": fusion.cross_fit_folds,
+            "test_features": fusion.test_features,
+        },
     }
     write_json(paths.metrics, summary)
     return summary
+
+
+def _gender_accuracy(
+    elm: TwoStageELM, x: np.ndarray, gender: np.ndarray, rows: np.ndarray
+) -> float | None:
+    """ELM-1's accuracy on the rows of known gender (None when it was skipped or none)."""
+    if elm.elm1_ is None:
+        return None
+    known = rows[~np.isin(gender[rows], list(UNKNOWN_GENDERS))]
+    return _accuracy(gender[known], elm.predict_gender(x[known])) if len(known) else None
 
 
 def _test_rows_left_out(tables: Sequence[BranchTable], fold: int, paired: set) -> int:
@@ -241,35 +321,52 @@ def write_branch_predictions(
 
 
 def run_fit_svm(params: Params, fold: int, paths: SvmPaths) -> dict[str, Any]:
-    """Stage fit_svm: fit the SVM on ELM-2's training scores, once per stacking, and write
-    ``elm_svm.csv`` and ``elm_svm_crossfit.csv`` and the assembled models; returns their
-    training accuracies."""
+    """Stage fit_svm: for each system of :data:`FUSION_SYSTEMS` whose ELM scores fit_elm
+    wrote, and each part, fit the SVM on ELM-2's scores of the part's fitting rows and
+    write the scored rows' predictions (test or validation); the test part's model is
+    assembled with its ELM pair into one :class:`ELMFusion`. A system not run (no
+    cross-fit stacking) gets header-only tables. Returns the SVMs' fitting accuracies."""
     fusion, seed = params.fusion, params.base.seed
-    for path in (paths.scores, paths.elm_model):
-        if not path.is_file():
-            raise BadInputError("not found; run the fit_elm stage first", path)
+    if not paths.scores.is_file():
+        raise BadInputError("not found; run the fit_elm stage first", paths.scores)
     scores = np.load(paths.scores, allow_pickle=False)
-    elm = joblib.load(paths.elm_model)
-    classes, y_train = scores["classes"], scores["train_label"]
-    n_classes = n_classes_of(params.data.classes, np.concatenate([y_train, scores["test_label"]]))
-    keys = (scores["test_clip_id"], scores["test_segment"], scores["test_label"])
-    summary = {}
-    for stacking, system in STACKINGS.items():
-        svm = make_svm(
-            fusion.svm_kernel, fusion.svm_C, fusion.svm_gamma, fusion.svm_scores, seed
-        ).fit(scores[f"train_{stacking}"], y_train)
-        test = svm_class_scores(svm, scores["test"], classes)
-        write_predictions(
-            paths.predictions / f"{system}.csv", *keys, expand_columns(test, classes, n_classes)
-        )
-        model = ELMFusion.from_parts(elm, svm, **fusion_params(elm, fusion, stacking))
-        with atomic_path(paths.models[system]) as partial:
-            joblib.dump(model, partial)
-        summary[system] = {
-            "svm_train_accuracy": _accuracy(y_train, svm.predict(scores[f"train_{stacking}"])),
-            "test_accuracy": _accuracy(keys[2], classes[test.argmax(1)]),
-            "n_support_vectors": n_support_vectors(svm),
-        }
+    labels = np.concatenate([scores[f"{part}__label"] for part in PARTS])
+    n_classes = n_classes_of(params.data.classes, labels)
+    summary: dict[str, Any] = {}
+    for system, (family, stacking) in FUSION_SYSTEMS.items():
+        for part in PARTS:
+            folder = paths.predictions if part == "test" else paths.validation
+            key = f"{family}__{part}__fit_{stacking}"
+            if key not in scores:
+                write_predictions(folder / f"{system}.csv", [], [], [], np.zeros((0, n_classes)))
+                continue
+            classes = scores[f"{family}__{part}__classes"]
+            y_fit = scores[f"{part}__fit_label"]
+            svm = make_svm(
+                fusion.svm_kernel, fusion.svm_C, fusion.svm_gamma, fusion.svm_scores, seed
+            ).fit(scores[key], y_fit)
+            given = scores[f"{family}__{part}__scored"]
+            scored = svm_class_scores(svm, given, classes) if len(given) else given
+            keys = (
+                scores[f"{part}__clip_id"],
+                scores[f"{part}__segment"],
+                scores[f"{part}__label"],
+            )
+            write_predictions(
+                folder / f"{system}.csv", *keys, expand_columns(scored, classes, n_classes)
+            )
+            summary.setdefault(system, {})[part] = {
+                "svm_fit_accuracy": _accuracy(y_fit, svm.predict(scores[key])),
+                "accuracy": _accuracy(keys[2], classes[scored.argmax(1)]) if len(scored) else None,
+                "n_support_vectors": n_support_vectors(svm),
+            }
+            if part == "test":
+                elm = joblib.load(paths.elm_models / f"{family}.joblib")
+                model = ELMFusion.from_parts(elm, svm, **fusion_params(elm, fusion, stacking))
+                with atomic_path(paths.models / f"{system}.joblib") as partial:
+                    joblib.dump(model, partial)
+        if system not in summary:
+            (paths.models / f"{system}.joblib").unlink(missing_ok=True)
     return summary
 
 

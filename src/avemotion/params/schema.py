@@ -359,6 +359,16 @@ class FusionParams(Section):
                 "stacking: cross_fit needs inner_folds: [0, 1, ..., K-1] with K >= 2 "
                 "(each an inner CNN, a DVC stage instance)"
             )
+        if (
+            self.use_gender
+            and self.elm2_input != "features_and_gender"
+            and sorted(self.inputs) != sorted(self.gender_inputs)
+        ):
+            raise ValueError(
+                f"with elm2_input: {self.elm2_input}, ELM-2 reads ELM-1's hidden output, so "
+                f"inputs {self.inputs} must equal gender_inputs {self.gender_inputs}; use "
+                "elm2_input: features_and_gender to give ELM-1 and ELM-2 different inputs"
+            )
         return self
 
 
