@@ -49,6 +49,7 @@ AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FinitePositive = Annotated[PositiveFloat, Field(allow_inf_nan=False)]
 
 
 class Section(BaseModel):
@@ -390,11 +391,7 @@ class BaselineParams(Section):
     preemph: Fraction = 0.97
     delta_n: PositiveInt = 2
     svm_kernel: SvmKernel = "rbf"
-    svm_C_grid: Annotated[list[Annotated[PositiveFloat, Field(allow_inf_nan=False)]], Field(min_length=1)] = [
-        0.1,
-        1.0,
-        10.0,
-    ]
+    svm_C_grid: Annotated[list[FinitePositive], Field(min_length=1)] = [0.1, 1.0, 10.0]
     svm_gamma: SvmGamma = "scale"
 
     @model_validator(mode="after")
