@@ -358,7 +358,8 @@ def gender_accuracies(
 
 def summary_json(evaluation: Evaluation, validation: Evaluation | None) -> dict[str, Any]:
     """Every number of the report, nested: ``test`` and ``validation``, each with
-    ``segment`` and ``clip`` -> system -> ``<metric>_mean`` / ``_std``, chance levels and
+    ``segment`` and ``clip`` -> system -> ``<metric>_mean`` / ``_std`` and
+    ``accuracy_per_fold`` (fold -> accuracy, what runs over several seeds pool), chance levels and
     ELM-1's gender accuracy (metrics/summary.json, a plain output)."""
     out: dict[str, Any] = {"n_folds": len(evaluation.folds)}
     for part, run in (("test", evaluation), ("validation", validation)):
@@ -368,11 +369,17 @@ def summary_json(evaluation: Evaluation, validation: Evaluation | None) -> dict[
         for level in LEVELS:
             entry[level] = {
                 system: {
-                    f"{metric}_{kind}": _rounded(value)
-                    for metric in METRICS
-                    for kind, value in zip(
-                        ("mean", "std"), run.summary(system, level, metric), strict=True
-                    )
+                    **{
+                        f"{metric}_{kind}": _rounded(value)
+                        for metric in METRICS
+                        for kind, value in zip(
+                            ("mean", "std"), run.summary(system, level, metric), strict=True
+                        )
+                    },
+                    "accuracy_per_fold": {
+                        str(f): _rounded(run.scores[system][f][level]["accuracy"])
+                        for f in sorted(run.scores[system])
+                    },
                 }
                 for system in run.scores
             }
