@@ -74,14 +74,20 @@ class BaselinePaths:
 
 
 def make_baseline_svm(
-    settings: BaselineParams, C: float, seed: int, labels: np.ndarray | None = None
+    settings: BaselineParams,
+    C: float,
+    seed: int,
+    labels: np.ndarray | None = None,
+    n_jobs: int | None = None,
 ) -> Pipeline:
     """Standardisation (fitted on the training rows), then an SVC with Platt-scaled class
     probabilities: ``CalibratedClassifierCV(method="sigmoid", ensemble=False)``, what
     ``SVC(probability=True)`` did before scikit-learn 1.9 deprecated it.
 
     The calibration's cross-validation uses 5 folds, or as many as the rarest class of the
-    training ``labels`` allows (a small corpus or a tiny test run has fewer than 5)."""
+    training ``labels`` allows (a small corpus or a tiny test run has fewer than 5), fitted
+    on ``n_jobs`` processes (``base.n_jobs``; the folds are independent, the result is
+    the same)."""
     n_folds = 5
     if labels is not None:
         rarest = int(np.bincount(np.asarray(labels)).astype(float)[np.unique(labels)].min())
@@ -99,7 +105,7 @@ def make_baseline_svm(
     )
     return make_pipeline(
         StandardScaler(),
-        CalibratedClassifierCV(svm, method="sigmoid", ensemble=False, cv=n_folds),
+        CalibratedClassifierCV(svm, method="sigmoid", ensemble=False, cv=n_folds, n_jobs=n_jobs),
     )
 
 
@@ -135,6 +141,7 @@ def fit_baseline_svm(
     fold: int,
     validation: np.ndarray,
     n_classes: int,
+    n_jobs: int | None = None,
 ) -> FittedBaseline:
     """Choose C on the validation rows (``validation``: a mask of the fold's validation
     groups), then refit on every original training row and score the test rows.
@@ -154,14 +161,15 @@ def fit_baseline_svm(
     val_probs: dict[float, np.ndarray] = {}
     if len(val_rows) and len(fit_rows):
         for C in settings.svm_C_grid:
-            model = make_baseline_svm(settings, C, seed, y[fit_rows]).fit(x[fit_rows], y[fit_rows])
+            model = make_baseline_svm(settings, C, seed, y[fit_rows], n_jobs)
+            model.fit(x[fit_rows], y[fit_rows])
             probs = expand_columns(model.predict_proba(x[val_rows]), model.classes_, n_classes)
             val_probs[C], scores[C] = probs, clip_accuracy(meta, val_rows, probs)
         best = max(scores, key=lambda c: (scores[c], -settings.svm_C_grid.index(c)))
     else:
         best = settings.svm_C_grid[0]
     train = np.flatnonzero(train)
-    model = make_baseline_svm(settings, best, seed, y[train]).fit(x[train], y[train])
+    model = make_baseline_svm(settings, best, seed, y[train], n_jobs).fit(x[train], y[train])
     test_probs = expand_columns(model.predict_proba(x[test]), model.classes_, n_classes)
     return FittedBaseline(
         model=model,
@@ -200,7 +208,9 @@ def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[st
         with h5py.File(path, "r") as handle:
             x = handle["x"][:]
         held = validation_rows(meta, fold, train.validation_fraction, train.validate_by, seed)
-        fitted = fit_baseline_svm(settings, seed, x, meta, fold, held, n_classes)
+        fitted = fit_baseline_svm(
+            settings, seed, x, meta, fold, held, n_classes, params.base.n_jobs
+        )
         system = FEATURE_SYSTEMS[name]
         with atomic_path(paths.models / f"{system}.joblib") as partial:
             joblib.dump(fitted.model, partial)
