@@ -22,7 +22,13 @@ from avemotion.rejects import read_rejects
 from avemotion.segments import segment_starts
 from avemotion.splits import validation_groups
 
-TREE = {"base": {"modalities": ["audio", "video"], "n_jobs": 1}, "audio": {"sample_rate": 16000}}
+#: The fusion's paper wiring (CNN features only), so that these params need no functionals.
+PAPER_FUSION = {"inputs": ["cnn"], "gender_inputs": ["cnn"], "elm2_input": "hidden"}
+TREE = {
+    "base": {"modalities": ["audio", "video"], "n_jobs": 1},
+    "audio": {"sample_rate": 16000},
+    "fusion": PAPER_FUSION,
+}
 PARAMS = validate_params(TREE)
 
 
@@ -101,7 +107,11 @@ def test_mfcc_statistics_of_a_steady_tone() -> None:
 def test_video_only_run_writes_header_only_baseline_tables(tmp_path) -> None:
     paths = paths_in(tmp_path)
     params = validate_params(
-        {"base": {"modalities": ["video"]}, "data": {"classes": ["neutral", "happy"]}}
+        {
+            "base": {"modalities": ["video"]},
+            "data": {"classes": ["neutral", "happy"]},
+            "fusion": PAPER_FUSION,
+        }
     )
     build_mfcc_features(index_of([tmp_path / "a.wav"]), params, paths.mfcc, tmp_path / "r.csv")
     write_video(paths.video, segment_rows(CLIPS))
@@ -156,6 +166,7 @@ def baseline_params(**tree) -> Params:
             "data": {"classes": ["a", "b"]},
             "baseline": {"svm_C_grid": [0.01, 1.0, 100.0]},
             "functionals": {"sets": []},
+            "fusion": PAPER_FUSION,
             **tree,
         }
     )
@@ -266,7 +277,7 @@ def test_a_missing_functionals_table_is_named(tmp_path) -> None:
 
 
 def test_calibration_folds_shrink_to_the_rarest_class() -> None:
-    settings = validate_params({"base": {}, "baseline": {}}).baseline
+    settings = validate_params({"base": {}, "baseline": {}, "fusion": PAPER_FUSION}).baseline
     x = np.random.default_rng(0).normal(size=(8, 4))
     labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])  # 2 of class 2: 2-fold calibration
     model = make_baseline_svm(settings, 10.0, 0, labels).fit(x, labels)

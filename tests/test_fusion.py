@@ -388,7 +388,16 @@ def project(tmp_path, monkeypatch) -> Path:
         "data": {"dataset": "manifest", "classes": CLASSES},
         "split": {"protocol": "speaker"},
         "augment": {"snr_db": [15, 20], "rotation_deg": [4]},
-        "fusion": {"elm1_hidden": 20, "elm2_hidden_per_class": 10, "cross_fit_folds": 2},
+        "fusion": {
+            "elm1_hidden": 20,
+            "elm2_hidden_per_class": 10,
+            "elm_C": 1.0,
+            "cross_fit_folds": 2,
+            # the paper's wiring, which the tests below read; the defaults add functionals
+            "inputs": ["cnn"],
+            "gender_inputs": ["cnn"],
+            "elm2_input": "hidden",
+        },
         "baseline": {"svm_C_grid": [0.1, 1.0, 10.0]},
         "functionals": {"sets": ["egemaps", "compare"]},
     }
@@ -588,6 +597,10 @@ def small_params(rotation_deg: tuple[int, ...] = (4,), **fusion) -> Params:
                 "elm1_hidden": 20,
                 "elm2_hidden_per_class": 10,
                 "cross_fit_folds": 2,
+                # the paper's wiring unless a test says otherwise (the defaults add functionals)
+                "inputs": ["cnn"],
+                "gender_inputs": ["cnn"],
+                "elm2_input": "hidden",
                 **fusion,
             },
         }

@@ -82,7 +82,7 @@ def test_an_unknown_key_names_the_closest_valid_one(section, edit, expected):
         ),
         (
             "fusion",
-            {"inputs": ["cnn"], "gender_inputs": ["egemaps"]},
+            {"inputs": ["cnn"], "gender_inputs": ["egemaps"], "elm2_input": "hidden"},
             "must equal gender_inputs ['egemaps']; use elm2_input: features_and_gender",
         ),
         ("fusion", {"inputs": ["egemaps"], "gender_inputs": ["egemaps"], "stacking": "paper"}, ""),

@@ -22,6 +22,9 @@ from avemotion.params import Params, validate_params
 from avemotion.splits import test_rows, train_rows, validation_rows
 from avemotion.stacking import inner_fold_rows, inner_groups, run_train_inner
 
+#: The paper's fusion wiring (CNN features only): the defaults also read functionals.
+PAPER_WIRING = {"inputs": ["cnn"], "gender_inputs": ["cnn"], "elm2_input": "hidden"}
+
 
 def segment_meta(
     n_speakers: int = 12, clips_per_speaker: int = 3, n_folds: int = 2, copies=("snr15",)
@@ -57,7 +60,11 @@ def stacking_params(n_inner: int = 3, fraction: float = 0.25, **train) -> Params
         {
             "base": {"seed": 3},
             "train": {"validation_fraction": fraction, **train},
-            "fusion": {"stacking": "cross_fit", "inner_folds": list(range(n_inner))},
+            "fusion": {
+                "stacking": "cross_fit",
+                "inner_folds": list(range(n_inner)),
+                **PAPER_WIRING,
+            },
         }
     )
 
@@ -193,7 +200,7 @@ def test_an_inner_cnn_writes_features_of_speakers_it_never_trained_on(
                 "standardise_inputs": standardise,
                 "by_modality": {},
             },
-            "fusion": {"stacking": "cross_fit", "inner_folds": [0, 1]},
+            "fusion": {"stacking": "cross_fit", "inner_folds": [0, 1], **PAPER_WIRING},
         }
     )
     features = tmp_path / "inner" / "fc_audio_1.h5"

@@ -335,12 +335,12 @@ def test_average_last_recomputes_batchnorm_statistics_on_training_rows(tmp_path,
     assert len(rows) % 12 == 0  # equal batches: the running mean is the rows' mean
     metrics, best = train(p, audio_table, tmp_path / "bn")
     assert metrics["weights"] == "averaged"
-    model = build_branch(p, "audio", 3, audio_table)
+    model = build_branch(p, "audio", 3, audio_table, standardise="input_mean" in best)
     model.load_state_dict(best)
     labels = read_meta(audio_table)["label"][rows]
     inputs = DataLoader(SegmentDataset(audio_table, rows, labels), batch_size=len(rows))
     with torch.no_grad():
-        conv = model.conv1a(next(iter(inputs))[0])
+        conv = model.conv1a(model.standardise(next(iter(inputs))[0]))
     torch.testing.assert_close(model.bn1a.running_mean, conv.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
 
 

@@ -304,7 +304,7 @@ class TrainParams(Section):
     validation_fraction: Fraction = 0.2
     validate_by: Literal["speaker", "clip"] = "speaker"
     # recipes beyond the paper's (issue 12); each off in the paper preset
-    standardise_inputs: bool = False
+    standardise_inputs: bool = True
     optimizer: Optimizer = "sgd"
     schedule: Schedule = "constant"
     label_smoothing: Fraction = 0.0
@@ -332,19 +332,19 @@ class FusionParams(Section):
     """``fusion:``, ELM-1 -> ELM-2 -> SVM (paper 2.3.3, 2.4)."""
 
     elm1_hidden: PositiveInt = 100
-    elm2_hidden_per_class: PositiveInt = 50
-    elm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 1.0
+    elm2_hidden_per_class: PositiveInt = 200
+    elm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 0.1
     activation: Activation = "sigmoid"
     standardise: bool = True
     use_gender: bool = True
-    elm2_input: Elm2Input = "hidden"
+    elm2_input: Elm2Input = "features_and_gender"
     cross_fit_folds: Annotated[int, Field(ge=2)] = 4
     svm_kernel: SvmKernel = "rbf"
     svm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 1.0
     svm_gamma: SvmGamma = "scale"
     svm_scores: SvmScores = "softmax"
-    inputs: Annotated[list[FusionInput], Field(min_length=1)] = ["cnn"]
-    gender_inputs: Annotated[list[FusionInput], Field(min_length=1)] = ["cnn"]
+    inputs: Annotated[list[FusionInput], Field(min_length=1)] = ["cnn", "egemaps", "compare"]
+    gender_inputs: Annotated[list[FusionInput], Field(min_length=1)] = ["egemaps"]
     stacking: Stacking = "paper"
     inner_folds: list[NonNegativeInt] = []
     test_features: TestFeatures = "outer"
