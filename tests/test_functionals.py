@@ -35,12 +35,14 @@ from avemotion.rejects import read_rejects
 STAGE_SCRIPT = str(REPO / "stages" / "build_functionals.py")
 WIDTH = {"egemaps": 88, "compare": 6373}
 TABLES = ("egemaps", "egemaps_clip", "compare", "compare_clip")
+PAPER_FUSION = {"inputs": ["cnn"], "gender_inputs": ["cnn"], "elm2_input": "hidden"}
 
 
 def make_params(sets=("egemaps",), snr_db=(), modalities=("audio", "video"), n_jobs=1, **base):
     tree = params_tree(snr_db, modalities=modalities, n_jobs=n_jobs)
     tree["base"].update(base)
     tree["functionals"] = {"sets": list(sets)}
+    tree["fusion"] = PAPER_FUSION  # the fusion reads no functionals, whatever sets are built
     return validate_params(tree)
 
 
@@ -182,7 +184,10 @@ def test_video_only_runs_write_empty_tables_and_no_sets_an_empty_folder(tmp_path
 def test_the_stage_script_writes_the_folder_and_reads_exactly_what_it_declares(tmp_path):
     clip = write_audio(tmp_path / "a.wav", tone(300, 16000, 2.5, 0.3), 16000)
     make_index([index_row(clip)]).to_csv(tmp_path / "index.csv", index=False)
-    tree = params_tree((20,), n_jobs=2) | {"functionals": {"sets": ["egemaps"]}}
+    tree = params_tree((20,), n_jobs=2) | {
+        "functionals": {"sets": ["egemaps"]},
+        "fusion": PAPER_FUSION,
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     shutil.copy(REPO / "dvc.yaml", tmp_path)  # the stage reads the params it declares there
     env = {**os.environ, TRACE_ENV: str(tmp_path / "trace")}

@@ -601,6 +601,7 @@ def small_params(rotation_deg: tuple[int, ...] = (4,), **fusion) -> Params:
                 "inputs": ["cnn"],
                 "gender_inputs": ["cnn"],
                 "elm2_input": "hidden",
+                "elm_C": 1.0,
                 **fusion,
             },
         }
