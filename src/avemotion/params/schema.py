@@ -347,7 +347,7 @@ class FusionParams(Section):
     gender_inputs: Annotated[list[FusionInput], Field(min_length=1)] = ["egemaps"]
     stacking: Stacking = "paper"
     inner_folds: list[NonNegativeInt] = []
-    test_features: TestFeatures = "outer"
+    test_features: TestFeatures = "inner_mean"
 
     @model_validator(mode="after")
     def _stacking_consistent(self) -> FusionParams:
