@@ -32,12 +32,12 @@ from sklearn.svm import SVC
 
 from avemotion.atomic import atomic_path, write_json
 from avemotion.errors import BadInputError
-from avemotion.evaluation import write_predictions
+from avemotion.evaluation import clip_level, predicted, probability_columns, write_predictions
 from avemotion.h5store import read_meta
 from avemotion.params import Params
 from avemotion.params.schema import BaselineParams, FunctionalSet
 from avemotion.scores import BranchTable, expand_columns, n_classes_of, read_branch
-from avemotion.splits import test_rows, train_rows, validation_rows
+from avemotion.splits import held_and_fitting, test_rows, train_rows
 
 #: The feature table behind each SVM baseline: mfcc, then every openSMILE set.
 FEATURE_SYSTEMS: dict[str, str] = {
@@ -125,12 +125,15 @@ class FittedBaseline:
 
 
 def clip_accuracy(meta: dict[str, np.ndarray], rows: np.ndarray, probs: np.ndarray) -> float | None:
-    """Accuracy of the argmax of each clip's mean segment scores (None without rows)."""
+    """Accuracy of the argmax of each clip's mean segment scores (None without rows), at
+    the clip level :mod:`avemotion.evaluation` defines."""
     if len(rows) == 0:
         return None
-    frame = pd.DataFrame(probs).assign(clip=meta["clip_id"][rows], label=meta["label"][rows])
-    means = frame.groupby("clip", sort=False).mean()
-    return float(np.mean(means.drop(columns="label").to_numpy().argmax(1) == means["label"]))
+    frame = pd.DataFrame(probs, columns=probability_columns(probs.shape[1]))
+    frame.insert(0, "clip_id", meta["clip_id"][rows])
+    frame.insert(1, "label", meta["label"][rows])
+    clips = clip_level(frame)
+    return float(np.mean(predicted(clips) == clips["label"].to_numpy()))
 
 
 def fit_baseline_svm(
@@ -207,7 +210,7 @@ def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[st
         n_classes = n_classes_of(params.data.classes, meta["label"])
         with h5py.File(path, "r") as handle:
             x = handle["x"][:]
-        held = validation_rows(meta, fold, train.validation_fraction, train.validate_by, seed)
+        held, _ = held_and_fitting(meta, fold, train, seed)
         fitted = fit_baseline_svm(
             settings, seed, x, meta, fold, held, n_classes, params.base.n_jobs
         )

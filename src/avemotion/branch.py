@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 import torch
 
 from avemotion.atomic import write_json
@@ -137,11 +138,19 @@ def train_branch(
 
 
 def extract_branch_features(
-    params: Params, modality: str, table: Path, best: Path, out: Path, batch_size: int = 64
+    params: Params,
+    modality: str,
+    table: Path,
+    best: Path,
+    out: Path,
+    batch_size: int = 64,
+    keep: np.ndarray | None = None,
+    attrs: dict[str, Any] | None = None,
 ) -> int:
     """Write the best model's FC features and class probabilities for every row of
-    ``table`` (all folds, augmented rows marked) to ``out``, in batches; returns the row
-    count. Inputs are standardised with the statistics ``best`` carries, if any."""
+    ``table`` (all folds, augmented rows marked), or the rows of the boolean mask
+    ``keep``, to ``out``, in batches; returns the row count. Inputs are standardised
+    with the statistics ``best`` carries, if any; ``attrs`` are added to the file's."""
     if not best.is_file():
         raise BadInputError("trained model not found; run the train_cnn stage first", best)
     meta = load_table_meta(table)
@@ -152,7 +161,7 @@ def extract_branch_features(
     model.load_state_dict(state)
     device = resolve_device(params.base.device)
     model.to(device)
-    attrs = {"source": str(table), "model": str(best), "modality": modality}
+    attrs = {"source": str(table), "model": str(best), "modality": modality, **(attrs or {})}
     with SegmentWriter(
         out,
         (model.feature_dim,),
@@ -160,7 +169,11 @@ def extract_branch_features(
         extra_shapes={"probs": (model.n_classes,)},
     ) as writer:
         for start, features, probs in predict_batches(model, table, batch_size, device):
-            stop = start + len(features)
-            rows = {column: meta[column][start:stop] for column in META_COLUMNS}
-            writer.append(features, rows, extras={"probs": probs})
+            picked = np.arange(start, start + len(features))
+            if keep is not None:
+                chosen = keep[picked]
+                picked, features, probs = picked[chosen], features[chosen], probs[chosen]
+            if len(picked):
+                rows = {column: meta[column][picked] for column in META_COLUMNS}
+                writer.append(features, rows, extras={"probs": probs})
     return writer.n_rows

@@ -19,7 +19,7 @@ from sklearn.model_selection import (
 )
 
 from avemotion.errors import BadInputError
-from avemotion.params.schema import Protocol
+from avemotion.params.schema import Protocol, TrainParams
 
 
 def augment_mask(fold: np.ndarray) -> np.ndarray:
@@ -158,3 +158,14 @@ def _fixed_folds(
             "split.protocol fixed needs split.test_speakers or a 'fold' column in the manifest"
         )
     return np.asarray(given_folds, dtype=np.int64)
+
+
+def held_and_fitting(
+    meta: dict[str, np.ndarray], test_fold: int, train: TrainParams, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of ``test_fold``'s validation rows (:func:`validation_rows` with
+    ``train.validation_fraction`` and ``train.validate_by``, copies included) and its
+    fitting rows (the rest of its training rows): what every system of the run holds out
+    and fits on to score the validation speakers."""
+    held = validation_rows(meta, test_fold, train.validation_fraction, train.validate_by, seed)
+    return held, train_rows(meta["fold"], test_fold) & ~held

@@ -25,15 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from avemotion.branch import build_branch, train_branch
+from avemotion.branch import extract_branch_features, train_branch
 from avemotion.errors import BadInputError
-from avemotion.h5store import META_COLUMNS, SegmentWriter
 from avemotion.params import Params
-from avemotion.scores import n_classes_of
-from avemotion.splits import train_rows, validation_rows
-from avemotion.training import FoldRows, load_table_meta, predict_batches, resolve_device
+from avemotion.splits import held_and_fitting
+from avemotion.training import FoldRows, load_table_meta
 
 
 def inner_groups(
@@ -46,10 +43,7 @@ def inner_groups(
     The fitting speakers, sorted, are shuffled with ``base.seed`` and dealt round-robin,
     so the audio and the video table (whose rows differ) get the same inner folds.
     """
-    train = params.train
-    seed = params.base.seed
-    held = validation_rows(meta, fold, train.validation_fraction, train.validate_by, seed)
-    fitting = train_rows(meta["fold"], fold) & ~held
+    _, fitting = held_and_fitting(meta, fold, params.train, params.base.seed)
     kind = "speaker"
     groups = np.unique(np.asarray(meta["speaker"][fitting]).astype(str))
     if len(groups) < n_inner:
@@ -60,7 +54,7 @@ def inner_groups(
             f"fold {fold} has {len(groups)} fitting {kind}s for {n_inner} inner folds: "
             "lower the number of fusion.inner_folds"
         )
-    order = np.random.default_rng(seed).permutation(groups)
+    order = np.random.default_rng(params.base.seed).permutation(groups)
     return [np.sort(order[j::n_inner]) for j in range(n_inner)], kind
 
 
@@ -73,12 +67,9 @@ def inner_fold_rows(
     the validation speakers' and the outer test fold's, noisy copies included, since the
     fused table has them all).
     Also returns the held-out groups and their kind."""
-    train = params.train
-    seed = params.base.seed
     groups, kind = inner_groups(meta, fold, n_inner, params)
     column = np.asarray(meta["speaker" if kind == "speaker" else "clip_id"]).astype(str)
-    held = validation_rows(meta, fold, train.validation_fraction, train.validate_by, seed)
-    fitting = train_rows(meta["fold"], fold) & ~held
+    held, fitting = held_and_fitting(meta, fold, params.train, params.base.seed)
     out_of_fold = fitting & np.isin(column, groups[inner])
     original = ~np.asarray(meta["augmented"], dtype=bool)
     validation = held & original
@@ -112,38 +103,13 @@ def run_train_inner(
     summary = train_branch(
         params, modality, fold, table, model, metrics, rows=rows, run_name=f"inner{inner}"
     )
-    net = build_branch(
-        params,
-        modality,
-        n_classes_of(params.data.classes, meta["label"]),
-        table,
-        standardise=params.train.for_branch(modality).standardise_inputs,
-    )
-    net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
-    device = resolve_device(params.base.device)
-    net.to(device)
-    trained = sorted({str(s) for s in meta["speaker"][rows.train]})
     attrs = {
-        "source": str(table),
-        "model": str(model),
-        "modality": modality,
         "inner_fold": inner,
         "group_kind": kind,
         "held_out_groups": [str(g) for g in held_out],
-        "trained_speakers": trained,
+        "trained_speakers": sorted({str(s) for s in meta["speaker"][rows.train]}),
     }
     wanted = np.zeros(len(meta["label"]), dtype=bool)
     wanted[rows.test] = True
-    with SegmentWriter(
-        features, (net.feature_dim,), attrs=attrs, extra_shapes={"probs": (net.n_classes,)}
-    ) as writer:
-        for start, x, probs in predict_batches(net, table, 64, device):
-            keep = wanted[start : start + len(x)]
-            if keep.any():
-                picked = np.flatnonzero(keep) + start
-                writer.append(
-                    x[keep],
-                    {column: meta[column][picked] for column in META_COLUMNS},
-                    extras={"probs": probs[keep]},
-                )
+    extract_branch_features(params, modality, table, model, features, keep=wanted, attrs=attrs)
     return {**summary, "inner_fold": inner, "held_out_groups": attrs["held_out_groups"]}

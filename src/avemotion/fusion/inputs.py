@@ -26,7 +26,7 @@ from avemotion.errors import BadInputError
 from avemotion.fusion.pairing import AUGMENTATIONS, FusedTable, fuse_tables
 from avemotion.h5store import read_attrs, read_meta
 from avemotion.params import Params
-from avemotion.scores import read_branch
+from avemotion.scores import BranchTable, read_branch
 
 KEYS = ["clip_id", "segment", "augmentation"]
 
@@ -34,9 +34,10 @@ KEYS = ["clip_id", "segment", "augmentation"]
 @dataclass
 class FusionInputs:
     """One fold's fusion rows: ``blocks[name]`` (n_rows, dim) for each block read,
-    ``cnn_crossfit`` the cross-fit CNN block (None with paper stacking), and the fused
-    table (meta, each branch's softmax)."""
+    ``cnn_crossfit`` the cross-fit CNN block (None with paper stacking), the fused
+    table (meta, each branch's softmax) and the branch tables it was made from."""
 
+    tables: list[BranchTable]
     fused: FusedTable
     blocks: dict[str, np.ndarray]
     cnn_crossfit: np.ndarray | None
@@ -178,7 +179,7 @@ def read_inputs(params: Params, features: Path, functionals: Path) -> FusionInpu
     for name in block_order(params):
         if name != "cnn":
             blocks[name] = read_functionals(functionals / f"{name}.h5", fused)
-    return FusionInputs(fused, blocks, None)
+    return FusionInputs(tables, fused, blocks, None)
 
 
 def add_crossfit(params: Params, inputs: FusionInputs, features: Path, fitting: np.ndarray) -> None:

@@ -30,8 +30,8 @@ from avemotion.fusion.inputs import add_crossfit, block_columns, block_order, re
 from avemotion.fusion.pairing import FusedTable
 from avemotion.params import Params
 from avemotion.params.schema import FusionParams
-from avemotion.scores import BranchTable, expand_columns, n_classes_of, read_branch
-from avemotion.splits import test_rows, train_rows, validation_rows
+from avemotion.scores import BranchTable, expand_columns, n_classes_of
+from avemotion.splits import held_and_fitting, test_rows, train_rows
 
 
 @dataclass(frozen=True)
@@ -146,11 +146,9 @@ def run_fit_elm(params: Params, fold: int, paths: ElmPaths) -> dict[str, Any]:
     meta = fused.meta
     original = ~np.asarray(meta["augmented"], dtype=bool)
     train = train_rows(meta["fold"], fold)
-    held = validation_rows(
-        meta, fold, train_params.validation_fraction, train_params.validate_by, seed
-    )
+    held, fitting = held_and_fitting(meta, fold, train_params, seed)
     rows = {
-        "validation": (np.flatnonzero(train & ~held), np.flatnonzero(held & original)),
+        "validation": (np.flatnonzero(fitting), np.flatnonzero(held & original)),
         "test": (
             np.flatnonzero(train),
             np.flatnonzero(test_rows(meta["fold"], meta["augmented"], fold)),
@@ -164,7 +162,7 @@ def run_fit_elm(params: Params, fold: int, paths: ElmPaths) -> dict[str, Any]:
         )
     families = ["paper"]
     if fusion.stacking == "cross_fit":
-        add_crossfit(params, inputs, paths.features, train & ~held)
+        add_crossfit(params, inputs, paths.features, fitting)
         families.append("cnn_crossfit")
     use_gender, skipped = fusion.use_gender, None
     if use_gender:
@@ -234,8 +232,7 @@ def run_fit_elm(params: Params, fold: int, paths: ElmPaths) -> dict[str, Any]:
     test_set = set(zip(meta["clip_id"][test], meta["segment"][test], strict=True))
     pairing = dict(fused.pairing)
     if pairing:
-        tables = [read_branch(paths.features / f"fc_{m}.h5", m) for m in params.base.modalities]
-        pairing["test_rows_left_out"] = _test_rows_left_out(tables, fold, test_set)
+        pairing["test_rows_left_out"] = _test_rows_left_out(inputs.tables, fold, test_set)
     gender_model = summary_parts["test"]["paper"]
     summary = {
         "fold": fold,
