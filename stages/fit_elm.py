@@ -30,11 +30,12 @@ from pathlib import Path
 from avemotion.errors import run_stage
 from avemotion.fusion.stages import ElmPaths, run_fit_elm
 from avemotion.params import stage_params
+from avemotion.splits import fold_argument, fold_name
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fold", type=int)
+    parser.add_argument("fold", type=fold_argument, help="a test fold's number, or final")
     for name, what in (
         ("features", "the fold's folder of fc_<modality>.h5 tables"),
         ("functionals", "the folder of openSMILE functionals tables"),
@@ -45,6 +46,11 @@ def arguments() -> argparse.Namespace:
         ("metrics", "fusion metrics JSON to write"),
     ):
         parser.add_argument(f"--{name}", type=Path, required=True, help=what)
+    parser.add_argument(
+        "--stage",
+        default="fit_elm",
+        help="the dvc.yaml stage whose params this run reads (the final model's stage)",
+    )
     return parser.parse_args()
 
 
@@ -59,14 +65,15 @@ def main() -> None:
         args.validation,
         args.metrics,
     )
-    summary = run_fit_elm(stage_params("fit_elm"), args.fold, paths)
-    fold, pairing, gender = args.fold, summary["pairing"], summary["elm1_gender_accuracy"]
+    summary = run_fit_elm(stage_params(args.stage), args.fold, paths)
+    fold, pairing = fold_name(args.fold), summary["pairing"]
+    gender = summary["elm1_gender_accuracy"]
     if summary["elm1_skipped"]:
-        print(f"fold {fold}: ELM-1 skipped: {summary['elm1_skipped']}")
+        print(f"{fold}: ELM-1 skipped: {summary['elm1_skipped']}")
     accuracy = summary["elm2_test_accuracy"]
     inputs = ", ".join(f"{name} {dim}" for name, dim in summary["inputs"].items())
     print(
-        f"fold {fold}: ELM pair on {summary['n_train_rows']} training rows ({inputs}), "
+        f"{fold}: ELM pair on {summary['n_train_rows']} training rows ({inputs}), "
         f"{summary['n_validation_rows']} validation and {summary['n_test_rows']} test rows; "
         f"ELM-2 test accuracy {'n/a' if accuracy is None else f'{accuracy:.3f}'}; "
         f"ELM-1 gender accuracy {'n/a' if gender is None else f'{gender:.3f}'}"

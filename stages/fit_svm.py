@@ -22,11 +22,12 @@ from pathlib import Path
 from avemotion.errors import run_stage
 from avemotion.fusion.stages import SvmPaths, run_fit_svm
 from avemotion.params import stage_params
+from avemotion.splits import fold_argument, fold_name
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fold", type=int)
+    parser.add_argument("fold", type=fold_argument, help="a test fold's number, or final")
     for name, what in (
         ("scores", "fit_elm's ELM-2 scores (npz)"),
         ("elm-models", "fit_elm's folder of ELM pairs"),
@@ -35,18 +36,23 @@ def arguments() -> argparse.Namespace:
         ("models", "folder of the assembled systems (joblib) to write"),
     ):
         parser.add_argument(f"--{name}", type=Path, required=True, help=what)
+    parser.add_argument(
+        "--stage",
+        default="fit_svm",
+        help="the dvc.yaml stage whose params this run reads (the final model's stage)",
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = arguments()
     paths = SvmPaths(args.scores, args.elm_models, args.predictions, args.validation, args.models)
-    summary = run_fit_svm(stage_params("fit_svm"), args.fold, paths)
+    summary = run_fit_svm(stage_params(args.stage), args.fold, paths)
     for system, parts in summary.items():
         for part, numbers in parts.items():
             accuracy = numbers["accuracy"]
             print(
-                f"fold {args.fold} {system} ({part}): SVM fitting accuracy "
+                f"{fold_name(args.fold)} {system} ({part}): SVM fitting accuracy "
                 f"{numbers['svm_fit_accuracy']:.3f}, segment accuracy "
                 f"{'n/a' if accuracy is None else f'{accuracy:.3f}'}, "
                 f"{numbers['n_support_vectors']} support vectors"

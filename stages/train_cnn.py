@@ -16,27 +16,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dvclive import Live
-
 from avemotion.branch import train_branch
 from avemotion.errors import run_stage
 from avemotion.params import MODALITIES, stage_params
+from avemotion.splits import fold_argument, fold_name
+from dvclive import Live
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modality", choices=MODALITIES)
-    parser.add_argument("fold", type=int)
+    parser.add_argument("fold", type=fold_argument, help="a test fold's number, or final")
     parser.add_argument("--table", type=Path, required=True, help="the branch's segment table")
     parser.add_argument("--model", type=Path, required=True, help="best.pt to write")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+    parser.add_argument(
+        "--stage",
+        default="train_cnn",
+        help="the dvc.yaml stage whose params this run reads (the final model's stage)",
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = arguments()
-    params = stage_params("train_cnn")
+    params = stage_params(args.stage)
     with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
 
         def log_epoch(record: dict[str, float]) -> None:
@@ -50,7 +55,7 @@ def main() -> None:
             params, args.modality, args.fold, args.table, args.model, args.metrics, log_epoch
         )
     print(
-        f"{args.modality} fold {args.fold}: best epoch {metrics['best_epoch']} of "
+        f"{args.modality} {fold_name(args.fold)}: best epoch {metrics['best_epoch']} of "
         f"{metrics['epochs_run']}, validation accuracy {metrics['best_val_accuracy']}, "
         f"{metrics['train_samples_per_s']:.1f} training samples/s"
     )

@@ -192,11 +192,36 @@ def test_stage_docstrings_name_every_key_their_dvc_yaml_entry_declares():
     import re
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name in stages:
-        source = (REPO / "stages" / f"{name}.py").read_text()
-        doc = " ".join((ast.get_docstring(ast.parse(source)) or "").split())
+    for name, entry in stages.items():
+        entry = entry.get("do", entry)
+        commands = entry["cmd"] if isinstance(entry["cmd"], list) else [entry["cmd"]]
+        scripts = sorted({s for c in commands for s in re.findall(r"stages/(\w+)\.py", c)})
+        assert scripts, f"stage {name} runs no stages/*.py script"
+        sources = [(REPO / "stages" / f"{script}.py").read_text() for script in scripts]
+        doc = " ".join(" ".join(ast.get_docstring(ast.parse(s)) or "" for s in sources).split())
         named = set(re.findall(r"`+([a-z_]+(?:\.[A-Za-z_0-9]+)?)`+", doc))
         for section, keys in re.findall(r"`+([a-z_]+)\.\{([^}]*)\}`+", doc):
             named |= {f"{section}.{key.strip()}" for key in keys.split(",")}
         missing = [key for key in declared_params(name, REPO / "dvc.yaml") if key not in named]
         assert not missing, f"stages/{name}.py's docstring does not name {missing}"
+
+
+@pytest.mark.parametrize(
+    ("final", "per_fold"),
+    [
+        ("train_final", "train_cnn"),
+        ("extract_final", "extract_features"),
+        ("fit_elm_final", "fit_elm"),
+        ("fit_svm_final", "fit_svm"),
+    ],
+)
+def test_the_final_model_is_trained_as_every_fold_is(final, per_fold):
+    """The final model's stages run the fold stages' scripts with the same params, so a
+    param that changes how a fold trains changes the final model the same way (but the
+    inner CNNs of cross-fit stacking, which the final model does not train)."""
+    final_keys = set(declared_params(final, REPO / "dvc.yaml"))
+    fold_keys = set(declared_params(per_fold, REPO / "dvc.yaml")) - {"fusion.inner_folds"}
+    assert final_keys == fold_keys
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    command = stages[final].get("do", stages[final])["cmd"]
+    assert f"stages/{per_fold}.py" in command and f"--stage {final}" in command

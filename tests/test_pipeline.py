@@ -126,6 +126,8 @@ def test_repro_builds_every_output_and_a_second_repro_runs_nothing(project):
     confusion = json.loads((project / "metrics" / "confusion.json").read_text())
     assert confusion and {"actual", "predicted"} <= set(confusion[0])
     assert list((project / "dvclive").glob("*/plots/metrics/train/loss.tsv"))
+    assert (project / "models" / "final" / "audio" / "best.pt").is_file()
+    assert (project / "models" / "bundle" / "bundle.json").is_file()
     second = dvc("repro", cwd=project)
     assert stages_run(second) == set()
     assert "Data and pipelines are up to date" in dvc("status", cwd=project)
@@ -137,7 +139,14 @@ def test_changing_an_svm_param_reruns_only_the_svm_and_evaluate(project):
     output = dvc("exp", "run", "-S", "fusion.svm_C=3.0", cwd=project)
     # check_params reruns on any edit of params.yaml; its output stays the same, so
     # nothing downstream of it reruns for that
-    assert stages_run(output) == {"check_params", "fit_svm@0", "evaluate"}
+    # the final model's SVM too, and the bundle that holds it
+    assert stages_run(output) == {
+        "check_params",
+        "fit_svm@0",
+        "evaluate",
+        "fit_svm_final",
+        "export_model",
+    }
     shows = dvc("exp", "show", "--no-pager", "--csv", cwd=project)
     assert "fusion.svm_C" in shows and "val.elm_svm.acc" in shows and "test.elm_svm.uar" in shows
 
@@ -194,3 +203,63 @@ def test_a_bad_key_in_params_yaml_stops_repro_before_any_work(project, section, 
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], output
     assert stages_run(dvc("repro", cwd=project)) <= {"check_params"}
+
+
+def test_a_bundle_predicts_what_the_pipeline_evaluated(project, tmp_path):
+    """Fold 0's trained models exported as a bundle and run by `avemotion predict` in a
+    fresh process give fold 0's test clips the clip-level probabilities evaluate scored
+    (elm_svm), to 1e-6 (the prediction tables keep 6 significant digits)."""
+    import numpy as np
+    import pandas as pd
+
+    from avemotion.evaluation import clip_level, read_predictions
+    from avemotion.params import load_params
+    from avemotion.predict.bundle import ModelFiles, export_bundle
+
+    params = load_params(project / "params.yaml")
+    files = ModelFiles(
+        {m: project / "models" / m / "fold0" / "best.pt" for m in ("audio", "video")},
+        project / "models" / "fusion" / "fold0" / "systems",
+    )
+    export_bundle(params, list(params.data.classes), files, tmp_path / "fold0")
+    index = pd.read_csv(project / "data" / "index.csv")
+    test = index[index["fold"] == 0]
+    paths = [str(project / p) for p in test["path"]]
+    run(
+        [
+            sys.executable,
+            "-m",
+            "avemotion",
+            "predict",
+            *paths,
+            "--model",
+            str(tmp_path / "fold0"),
+            "--format",
+            "json",
+            "-o",
+            str(tmp_path / "fold0.json"),
+        ],
+        project,
+    )
+    clips = json.loads((tmp_path / "fold0.json").read_text())["clips"]
+    expected = clip_level(read_predictions(project / "data/predictions/fold0/elm_svm.csv"))
+    expected = expected.set_index("clip_id")
+    assert len(clips) == len(test) == len(expected)
+    for clip_id, clip in zip(test["clip_id"], clips, strict=True):
+        assert clip["status"] == "ok" and clip["modalities"] == ["audio", "video"]
+        got = [clip["probabilities"][c] for c in params.data.classes]
+        want = expected.loc[clip_id, ["p0", "p1"]].to_numpy(dtype=float)
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    final = run(
+        [
+            sys.executable,
+            "-m",
+            "avemotion",
+            "predict",
+            paths[0],
+            "--model",
+            str(project / "models" / "bundle"),
+        ],
+        project,
+    )
+    assert "1 clip: 1 predicted, 0 failed" in final

@@ -8,6 +8,7 @@ to ``<name>.partial`` beside its final path and renamed onto it (an atomic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -44,3 +45,12 @@ def write_json(path: str | Path, record: Any) -> None:
     """``record`` as indented JSON, written atomically."""
     with atomic_path(path) as partial:
         partial.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.new(algorithm)
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from avemotion.atomic import file_digest
 from avemotion.datasets import EMOTIONS, ClipRecord, Unlabelled, iter_records
 from avemotion.errors import BadInputError
 from avemotion.media import MediaInfo, probe
@@ -205,7 +205,7 @@ def _drop_duplicates(
     rejects = []
     for item in sorted(usable, key=preference):
         record = item[0]
-        digest = _file_digest(record.path)
+        digest = file_digest(record.path, "sha1")
         twin = kept.get(record.clip_id)
         if twin is None and digest in by_content:
             twin = kept[by_content[digest]]
@@ -218,14 +218,6 @@ def _drop_duplicates(
         by_content[digest] = record.clip_id
     order = {id(item): n for n, item in enumerate(usable)}
     return sorted(kept.values(), key=lambda item: order[id(item)]), rejects
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha1()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def summarise(result: IndexResult) -> str:

@@ -38,16 +38,17 @@ def map_clips(
     n_jobs: int = 1,
     desc: str = "clips",
     total: int | None = None,
+    quiet: bool = False,
 ) -> Iterator[R]:
     """Yield ``function(item)`` for every item, in order, on ``n_jobs`` processes.
 
     ``function`` must be picklable (a module-level function or ``functools.partial`` of
     one). With ``n_jobs == 1`` everything runs in this process, which keeps tests and
-    debugging simple.
+    debugging simple. ``quiet`` hides the progress bar.
     """
     items = list(items)
     total = len(items) if total is None else total
-    with tqdm(total=total, desc=desc, unit="clip", dynamic_ncols=True) as progress:
+    with tqdm(total=total, desc=desc, unit="clip", dynamic_ncols=True, disable=quiet) as progress:
         for result in _ordered_map(function, items, n_jobs):
             yield result
             progress.update()

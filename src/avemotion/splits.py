@@ -21,6 +21,26 @@ from sklearn.model_selection import (
 from avemotion.errors import BadInputError
 from avemotion.params.schema import Protocol, TrainParams
 
+#: The ``fold`` of the final model (``stages/*.py final``): no clip has it, so every row
+#: trains (validation speakers still carved out) and none tests. What ``avemotion
+#: predict`` runs is trained so, on every labelled speaker of the run.
+FINAL = -2
+
+
+def fold_argument(text: str) -> int:
+    """A stage's ``fold`` argument: a test fold's number, or ``final`` (:data:`FINAL`)."""
+    if text == "final":
+        return FINAL
+    fold = int(text)
+    if fold < 0:
+        raise ValueError(f"a fold is a number >= 0 or 'final', not {text!r}")
+    return fold
+
+
+def fold_name(fold: int) -> str:
+    """How paths and messages name ``fold``: ``fold0``, ..., or ``final``."""
+    return "final" if fold == FINAL else f"fold{fold}"
+
 
 def augment_mask(fold: np.ndarray) -> np.ndarray:
     """True for clips on the training side of at least one fold: the ones to augment.

@@ -50,7 +50,7 @@ from avemotion.recipes import (
     mask_spectrograms,
     mixup,
 )
-from avemotion.splits import test_rows, train_rows, validation_rows
+from avemotion.splits import FINAL, test_rows, train_rows, validation_rows
 
 
 class SegmentDataset(Dataset):
@@ -108,7 +108,7 @@ def fold_rows(
     train_mask = train_rows(meta["fold"], test_fold)
     test = np.flatnonzero(test_rows(meta["fold"], meta["augmented"], test_fold))
     candidates = np.flatnonzero(train_mask)
-    if len(test) == 0:
+    if len(test) == 0 and test_fold != FINAL:
         present = sorted(int(f) for f in np.unique(meta["fold"]) if f >= 0)
         raise BadInputError(
             f"split.folds names fold {test_fold}, but this split has folds {present}"

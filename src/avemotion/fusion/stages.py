@@ -31,7 +31,7 @@ from avemotion.fusion.pairing import FusedTable
 from avemotion.params import Params
 from avemotion.params.schema import FusionParams
 from avemotion.scores import BranchTable, expand_columns, n_classes_of
-from avemotion.splits import held_and_fitting, test_rows, train_rows
+from avemotion.splits import FINAL, held_and_fitting, test_rows, train_rows
 
 
 @dataclass(frozen=True)
@@ -154,14 +154,14 @@ def run_fit_elm(params: Params, fold: int, paths: ElmPaths) -> dict[str, Any]:
             np.flatnonzero(test_rows(meta["fold"], meta["augmented"], fold)),
         ),
     }
-    if len(rows["test"][0]) == 0 or len(rows["test"][1]) == 0:
+    if len(rows["test"][0]) == 0 or (len(rows["test"][1]) == 0 and fold != FINAL):
         raise BadInputError(
             f"fold {fold} has {len(rows['test'][0])} training and {len(rows['test'][1])} "
             f"test rows after pairing {' and '.join(params.base.modalities)}",
             paths.features,
         )
     families = ["paper"]
-    if fusion.stacking == "cross_fit":
+    if fusion.stacking == "cross_fit" and fold != FINAL:  # no inner CNNs for the final model
         add_crossfit(params, inputs, paths.features, fitting)
         families.append("cnn_crossfit")
     use_gender, skipped = fusion.use_gender, None
@@ -204,7 +204,7 @@ def run_fit_elm(params: Params, fold: int, paths: ElmPaths) -> dict[str, Any]:
             arrays[f"{family}__{part}__scored"] = (
                 elm.predict_proba(x[scored]) if len(scored) else np.zeros((0, len(elm.classes_)))
             )
-            if family == "paper" and len(scored):
+            if family == "paper" and (len(scored) or part == "test"):
                 groups, _ = cross_fit_groups(meta, fit)
                 arrays[f"{family}__{part}__fit_crossfit"] = cross_fit_probs(
                     elm, x[fit], y[fit], gender[fit], groups, fusion.cross_fit_folds, elm.classes_

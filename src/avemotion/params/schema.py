@@ -45,6 +45,7 @@ FunctionalSet = Literal["egemaps", "compare"]
 FusionInput = Literal["cnn", "egemaps", "compare"]
 Stacking = Literal["paper", "cross_fit"]
 TestFeatures = Literal["outer", "inner_mean"]
+ExportSystem = Literal["elm_svm", "elm_svm_crossfit", "late_fusion", "audio_cnn", "video_cnn"]
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -403,6 +404,12 @@ class BaselineParams(Section):
         return self
 
 
+class ExportParams(Section):
+    """``export:``, the bundle ``avemotion predict`` reads (stage export_model, issue 13)."""
+
+    system: ExportSystem = "elm_svm"
+
+
 class Params(Section):
     """The whole ``params.yaml``."""
 
@@ -418,6 +425,7 @@ class Params(Section):
     fusion: FusionParams = FusionParams()
     functionals: FunctionalsParams = FunctionalsParams()
     baseline: BaselineParams = BaselineParams()
+    export: ExportParams = ExportParams()
 
     @model_validator(mode="after")
     def _profile_defined(self) -> Params:
@@ -433,5 +441,12 @@ class Params(Section):
             raise ValueError(
                 f"fusion.inputs / fusion.gender_inputs name {missing}, which functionals.sets "
                 f"{self.functionals.sets} does not build"
+            )
+        needs = {"audio_cnn": {"audio"}, "video_cnn": {"video"}, "late_fusion": {"audio", "video"}}
+        lacking = sorted(needs.get(self.export.system, set()) - set(self.base.modalities))
+        if lacking:
+            raise ValueError(
+                f"export.system={self.export.system} needs the {' and '.join(lacking)} branch, "
+                f"which base.modalities {list(self.base.modalities)} does not train"
             )
         return self
