@@ -65,3 +65,30 @@ def test_workers_do_not_hang_after_the_parent_ran_multithreaded_opencv():
     assert done.returncode == 0, done.stderr
     # finished, each worker used one OpenCV thread, and the parent's count was restored
     assert done.stdout.split() == ["4", "True", "3"]
+
+
+STARTED = None  # a multiprocessing.Value the forked workers inherit
+
+
+def count_start(x: int) -> int:
+    with STARTED.get_lock():
+        STARTED.value += 1
+    return x
+
+
+def test_workers_do_not_run_ahead_of_a_slow_consumer():
+    """Results wait in memory until taken: at most a small window of tasks may be started
+    beyond what the consumer has taken, however slow it is (a stage writing HDF5)."""
+    import multiprocessing
+    import time
+
+    from avemotion.parallel import IN_FLIGHT_PER_JOB
+
+    global STARTED
+    STARTED = multiprocessing.get_context("fork").Value("i", 0)
+    taken = 0
+    for _ in map_clips(count_start, range(40), n_jobs=2, quiet=True):
+        taken += 1
+        time.sleep(0.02)
+        assert STARTED.value <= taken + IN_FLIGHT_PER_JOB * 2
+    assert taken == 40 and STARTED.value == 40

@@ -73,7 +73,7 @@ def trace_dir(cwd: Path) -> Path:
     return cwd.parent / "params-trace"
 
 
-def run(args: list[str], cwd: Path, expect_ok: bool = True) -> str:
+def run(args: list[str], cwd: Path, expect_ok: bool = True, stdout_only: bool = False) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(cwd / "src")}
     env[TRACE_ENV] = str(trace_dir(cwd))
     bin_dir = str(Path(sys.executable).parent)
@@ -85,11 +85,11 @@ def run(args: list[str], cwd: Path, expect_ok: bool = True) -> str:
         )
     else:
         assert done.returncode != 0, f"{' '.join(args)} should have failed:\n{done.stdout}"
-    return done.stdout + done.stderr
+    return done.stdout if stdout_only else done.stdout + done.stderr
 
 
-def dvc(*args: str, cwd: Path, expect_ok: bool = True) -> str:
-    return run([sys.executable, "-m", "dvc", *args], cwd, expect_ok)
+def dvc(*args: str, cwd: Path, expect_ok: bool = True, stdout_only: bool = False) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd, expect_ok, stdout_only)
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -263,3 +263,100 @@ def test_a_bundle_predicts_what_the_pipeline_evaluated(project, tmp_path):
         project,
     )
     assert "1 clip: 1 predicted, 0 failed" in final
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server():
+    """A local S3 stand-in (moto's server mode) on 127.0.0.1 and a free port, with one
+    bucket; stopped when the test ends."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="team-key",
+            aws_secret_access_key="team-secret",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket="lab")
+        yield endpoint, client
+    finally:
+        server.stop()
+
+
+def add_s3_remote(cwd: Path, endpoint: str) -> None:
+    """The README's commands: the remote in git, the credentials in .dvc/config.local."""
+    dvc("remote", "add", "-f", "-d", "s3team", "s3://lab/avemotion", cwd=cwd)
+    dvc("remote", "modify", "s3team", "endpointurl", endpoint, cwd=cwd)
+    dvc("remote", "modify", "--local", "s3team", "access_key_id", "team-key", cwd=cwd)
+    dvc("remote", "modify", "--local", "s3team", "secret_access_key", "team-secret", cwd=cwd)
+
+
+def test_a_team_shares_the_cache_through_s3(project, tmp_path, s3_server):
+    """dvc push to an S3-compatible store, a fresh clone pulls everything and has nothing
+    to recompute; the credentials never reach git."""
+    endpoint, client = s3_server
+    add_s3_remote(project, endpoint)
+    dvc("push", cwd=project)
+    stored = client.list_objects_v2(Bucket="lab", Prefix="avemotion/")
+    assert stored["KeyCount"] > 0
+    git("add", "-A", cwd=project)
+    git("commit", "-qm", "s3 remote", cwd=project)
+    assert "team-secret" not in (project / ".dvc" / "config").read_text()
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(project), str(clone), cwd=tmp_path)
+    add_s3_remote(clone, endpoint)  # a teammate sets their own credentials
+    dvc("pull", cwd=clone)
+    assert "up to date" in dvc("status", cwd=clone)
+    assert stages_run(dvc("repro", cwd=clone)) == set()
+    assert (clone / "models" / "bundle" / "bundle.json").is_file()
+
+
+def test_queued_experiments_run_on_two_workers(project):
+    """The README's grid: two experiments queued, run by `dvc queue start -j 2`, both in
+    `dvc exp show --json`."""
+    import time
+
+    git("add", "-A", cwd=project)
+    git("commit", "-qm", "before the queue", "--allow-empty", cwd=project)
+    for c in ("0.5", "2.0"):
+        dvc("exp", "run", "--queue", "-S", f"fusion.svm_C={c}", cwd=project)
+    dvc("queue", "start", "-j", "2", cwd=project)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            status = dvc("queue", "status", cwd=project)
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            time.sleep(5)
+    finally:
+        subprocess.run(  # stop the workers whatever happened; fails only if none ran
+            [sys.executable, "-m", "dvc", "queue", "stop", "--kill"],
+            cwd=project,
+            capture_output=True,
+            timeout=120,
+        )
+    assert "Failed" not in status, status
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project, stdout_only=True))
+    values = set()
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for run in experiment["revs"]:
+                if run["data"]["metrics"]:  # finished: evaluate wrote metrics/metrics.json
+                    fusion = run["data"]["params"]["params.yaml"]["data"]["fusion"]
+                    values.add(float(fusion["svm_C"]))
+    assert {0.5, 2.0} <= values

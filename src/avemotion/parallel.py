@@ -9,6 +9,8 @@ per call (the audio front-end).
 
 from __future__ import annotations
 
+import collections
+import itertools
 import multiprocessing
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +19,9 @@ from typing import TypeVar
 import cv2
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
+
+#: Tasks each worker may have queued or finished but not yet taken by the consumer.
+IN_FLIGHT_PER_JOB = 2
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -91,6 +96,17 @@ def _ordered_map(function: Callable[[T], R], items: list[T], n_jobs: int) -> Ite
     try:
         context = multiprocessing.get_context("fork")
         with context.Pool(n_jobs, initializer=_single_threaded_worker) as pool:
-            yield from pool.imap(function, items, chunksize=1)
+            # a bounded window of tasks in flight, not pool.imap: imap lets the workers
+            # run ahead of a slower consumer (a stage writing HDF5), and every result
+            # they finish waits in memory until it is taken
+            waiting: collections.deque = collections.deque()
+            pending = iter(items)
+            for item in itertools.islice(pending, IN_FLIGHT_PER_JOB * n_jobs):
+                waiting.append(pool.apply_async(function, (item,)))
+            while waiting:
+                result = waiting.popleft().get()
+                for item in itertools.islice(pending, 1):
+                    waiting.append(pool.apply_async(function, (item,)))
+                yield result
     finally:
         cv2.setNumThreads(opencv_threads)
