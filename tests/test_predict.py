@@ -272,3 +272,22 @@ def test_a_bundle_loads_no_untrusted_type(bundle_dir, tmp_path):
     untrusted = bundle_module.TRUSTED_TYPES[:-1]
     with pytest.raises(skops.io.exceptions.UntrustedTypesFoundException):
         skops.io.load(copy / "fusion.skops", trusted=untrusted)
+
+
+def test_an_export_writes_the_same_bytes_every_time(bundle_dir, tmp_path):
+    """Exporting one fitted fusion twice gives one file, and it still predicts the same.
+
+    skops alone names arrays after memory addresses and stamps the time, so
+    ``models/bundle`` would change on every ``dvc repro`` and never match ``dvc.lock``.
+    """
+    import skops.io
+
+    from avemotion.predict.bundle import TRUSTED_TYPES, reproducible_skops
+
+    source = bundle_dir.parent / "systems" / "elm_svm.joblib"
+    first, second = joblib.load(source), joblib.load(source)  # distinct objects, distinct ids
+    assert reproducible_skops(first) == reproducible_skops(second)
+    (tmp_path / "fusion.skops").write_bytes(reproducible_skops(first))
+    loaded = skops.io.load(tmp_path / "fusion.skops", trusted=TRUSTED_TYPES)
+    rows = np.random.default_rng(1).standard_normal((7, 16 + 16 + EGEMAPS_DIM)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict_proba(rows), first.predict_proba(rows))

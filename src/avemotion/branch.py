@@ -6,7 +6,7 @@ This is what ``stages/train_cnn.py`` and ``stages/extract_features.py`` run, for
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,13 @@ import torch
 from avemotion.atomic import write_json
 from avemotion.errors import BadInputError
 from avemotion.h5store import META_COLUMNS, SegmentWriter, read_attrs
-from avemotion.models import BranchCNN, branch_spec, build_audio_cnn, build_video_cnn
+from avemotion.models import (
+    BranchCNN,
+    BranchSpec,
+    branch_spec,
+    build_audio_cnn,
+    build_video_cnn,
+)
 from avemotion.params import MODALITIES, Params
 from avemotion.scores import n_classes_of
 from avemotion.training import (
@@ -51,9 +57,23 @@ def build_branch(
     gives it input statistics (``train.standardise_inputs``, see :class:`BranchCNN`)."""
     if modality not in MODALITIES:
         raise BadInputError(f"modality must be one of {MODALITIES}, not {modality!r}")
-    spec = branch_spec(params, modality)
     with h5py.File(table, "r") as handle:
         item_shape = handle["x"].shape[1:]
+    spec = branch_spec(params, modality)
+    return network_for_rows(modality, spec, n_classes, item_shape, init, standardise)
+
+
+def network_for_rows(
+    modality: str,
+    spec: BranchSpec | Mapping[str, Any],
+    n_classes: int,
+    item_shape: tuple[int, ...],
+    init: str | None = None,
+    standardise: bool = False,
+) -> BranchCNN:
+    """The branch network for rows of ``item_shape`` as the front-ends store them
+    (channels last: audio (n_mels, n_frames, 3), video (n_keyframes, size, size, 3));
+    what :func:`build_branch` builds from a table and a model bundle from its manifest."""
     if modality == "audio":
         return build_audio_cnn(
             n_classes,

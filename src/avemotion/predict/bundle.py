@@ -18,9 +18,11 @@ format, the version and every checksum first; any mismatch is one
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
-from dataclasses import dataclass
+import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,10 @@ import torch
 import avemotion
 from avemotion.atomic import file_digest, write_json
 from avemotion.audio.frontend import FrontEndSettings
+from avemotion.branch import network_for_rows
 from avemotion.errors import BadInputError
-from avemotion.models import BranchCNN, BranchSpec, build_audio_cnn, build_video_cnn
+from avemotion.fusion.inputs import block_order
+from avemotion.models import BranchCNN, branch_spec
 from avemotion.params import Params
 from avemotion.params.schema import (
     AudioParams,
@@ -147,15 +151,12 @@ class Bundle:
     version: str
 
     @property
-    def uses_functionals(self) -> bool:
-        """Whether the fusion reads openSMILE functionals beside the CNN features."""
-        return self.fusion is not None and self.functional_sets != ()
-
-    @property
     def functional_sets(self) -> tuple[str, ...]:
-        """The functionals blocks of the fusion's matrix, in its column order."""
-        order = dict.fromkeys([*self.settings.fusion.inputs, *self.settings.fusion.gender_inputs])
-        return tuple(name for name in order if name != "cnn")
+        """The functionals blocks of the fusion's matrix, in its column order; none for a
+        system without the fusion (the front-ends then skip openSMILE)."""
+        if self.fusion is None:
+            return ()
+        return tuple(n for n in block_order(self.settings.as_params()) if n != "cnn")
 
 
 def branch_input_shape(settings: InferenceSettings, modality: str) -> tuple[int, ...]:
@@ -167,18 +168,6 @@ def branch_input_shape(settings: InferenceSettings, modality: str) -> tuple[int,
     return (video.n_keyframes, video.input_size, video.input_size, 3)
 
 
-def build_network(
-    modality: str, spec: BranchSpec, n_classes: int, shape: tuple[int, ...], standardise: bool
-) -> BranchCNN:
-    """The branch network for a stored row shape, as :func:`avemotion.branch.build_branch`
-    builds it from a table's shape."""
-    if modality == "audio":
-        return build_audio_cnn(n_classes, spec, tuple(shape[:2]), standardise=standardise)
-    return build_video_cnn(
-        n_classes, spec, input_size=int(shape[1]), n_frames=int(shape[0]), standardise=standardise
-    )
-
-
 def export_bundle(
     params: Params, classes: list[str], files: ModelFiles, out: Path
 ) -> dict[str, Any]:
@@ -186,8 +175,6 @@ def export_bundle(
     run's trained ``files``; returns the manifest. Each network is loaded into the
     architecture the manifest describes before it is written, so a bundle that could not
     be rebuilt on load is never written."""
-    from avemotion.models import branch_spec
-
     system = params.export.system
     settings = InferenceSettings.from_params(params)
     modalities = tuple(params.base.modalities)
@@ -211,7 +198,8 @@ def export_bundle(
         if n_classes != len(classes):
             raise BadInputError(f"has {n_classes} outputs for {len(classes)} classes", source)
         try:
-            build_network(modality, spec, n_classes, shape, standardise).load_state_dict(state)
+            network = network_for_rows(modality, spec, n_classes, shape, standardise=standardise)
+            network.load_state_dict(state)
         except RuntimeError as error:
             raise BadInputError(
                 f"does not fit the {modality} network of these params ({str(error)[:200]})", source
@@ -221,19 +209,13 @@ def export_bundle(
             "file": f"{modality}.pt",
             "input_shape": list(shape),
             "standardise": standardise,
-            "spec": {
-                "channels": list(spec.channels),
-                "fc": list(spec.fc),
-                "input_size": spec.input_size,
-                "dropout": spec.dropout,
-                "batch_norm": spec.batch_norm,
-            },
+            "spec": asdict(spec),
         }
     if system in FUSED_SYSTEMS:
         source = files.systems / f"{system}.joblib"
         if not source.is_file():
             raise BadInputError(f"fusion system {system} not found; run fit_svm first", source)
-        skops.io.dump(joblib.load(source), partial / FUSION_FILE)
+        (partial / FUSION_FILE).write_bytes(reproducible_skops(joblib.load(source)))
     manifest = {
         "format": FORMAT,
         "avemotion_version": avemotion.__version__,
@@ -248,6 +230,53 @@ def export_bundle(
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
     return manifest
+
+
+def reproducible_skops(estimator: Any) -> bytes:
+    """``skops.io.dumps`` of ``estimator`` with the same bytes on every run.
+
+    skops names each array file and ``__id__`` after ``id()`` of the object (a memory
+    address) and stamps every zip entry with the current time, so two exports of one
+    fitted fusion differ and ``models/bundle`` would never reproduce ``dvc.lock``. Here the
+    ids are renumbered in the order the schema first meets them (shared objects keep one
+    number, so skops' memo still links them) and every entry gets the zip epoch.
+    """
+    packed = zipfile.ZipFile(io.BytesIO(skops.io.dumps(estimator)))
+    schema = json.loads(packed.read("schema.json"))
+    renumbered: dict[int, int] = {}
+
+    def renumber(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "__id__" in node:
+                node["__id__"] = renumbered.setdefault(node["__id__"], len(renumbered))
+            if isinstance(node.get("file"), str) and node["file"] in packed.namelist():
+                node["file"] = f"{node['__id__']:06d}.npy"
+            return {key: renumber(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [renumber(value) for value in node]
+        return node
+
+    old_files = _array_files(schema)
+    schema = renumber(schema)
+    new_files = _array_files(schema)
+    renamed = dict(zip(old_files, new_files, strict=True))
+    epoch = (1980, 1, 1, 0, 0, 0)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as repacked:
+        for old, new in sorted(renamed.items(), key=lambda pair: pair[1]):
+            repacked.writestr(zipfile.ZipInfo(new, date_time=epoch), packed.read(old))
+        repacked.writestr(zipfile.ZipInfo("schema.json", date_time=epoch), json.dumps(schema))
+    return out.getvalue()
+
+
+def _array_files(schema: Any) -> list[str]:
+    """Every ``file`` a skops schema names, in the order a depth-first walk meets them."""
+    if isinstance(schema, dict):
+        own = [schema["file"]] if isinstance(schema.get("file"), str) else []
+        return own + [name for value in schema.values() for name in _array_files(value)]
+    if isinstance(schema, list):
+        return [name for value in schema for name in _array_files(value)]
+    return []
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -288,15 +317,12 @@ def load_bundle(folder: str | Path) -> Bundle:
     networks = {}
     for modality, entry in manifest["networks"].items():
         state = torch.load(folder / entry["file"], map_location="cpu", weights_only=True)
-        spec = BranchSpec(
-            channels=tuple(entry["spec"]["channels"]),
-            fc=tuple(entry["spec"]["fc"]),
-            input_size=entry["spec"]["input_size"],
-            dropout=entry["spec"]["dropout"],
-            batch_norm=entry["spec"]["batch_norm"],
-        )
-        network = build_network(
-            modality, spec, len(classes), tuple(entry["input_shape"]), entry["standardise"]
+        network = network_for_rows(
+            modality,
+            entry["spec"],
+            len(classes),
+            tuple(entry["input_shape"]),
+            standardise=entry["standardise"],
         )
         network.load_state_dict(state)
         networks[modality] = network.eval()

@@ -185,8 +185,7 @@ class Predictor:
         first = clip.streams[modalities[0]]
         segments, starts = first.segments[rows[0]], first.starts_s[rows[0]]
         branch_probs = [outputs[m][1][r] for m, r in zip(modalities, rows, strict=True)]  # type: ignore[index]
-        system = self.bundle.system
-        if system in ("audio_cnn", "video_cnn") or (system == "late_fusion"):
+        if self.bundle.fusion is None:  # late_fusion, or one branch's CNN
             return segments, starts, np.mean(branch_probs, axis=0, dtype=np.float64), modalities
         if clip.functionals_error is not None:
             warnings.append(f"{clip.functionals_error}: predicted by late fusion of the CNNs")
