@@ -9,7 +9,8 @@ Over every clip under ``--root`` (1080 RAVDESS speech FLACs by default) it times
   in the same batches of clips and through the same process pool as the front-end;
 - front-end: :func:`avemotion.audio.frontend.extract_clips`, i.e. decode + resample + downmix +
   2 s segments + log-mel/delta/delta-delta images, on the stage's batches of clips;
-- stage: :func:`avemotion.audio.frontend.build_audio_features`, the front-end plus HDF5 writing,
+- stage: :func:`avemotion.audio.frontend.build_audio_features`, the front-end plus HDF5 writing
+  (the file's size is printed: it depends on :data:`avemotion.h5store.DEFAULT_COMPRESSION`),
 
 and prints segments per second for each, the front-end/decode ratio (target: <= 2) and
 the peak resident memory of this process and its children. Each timing is the best of
@@ -97,6 +98,23 @@ def build_index(root: Path, limit: int | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
 
 
+def random_row_read_ms(path: Path, n_reads: int = 1000) -> float:
+    """Milliseconds per read of one random row of ``path``'s ``/x`` (best of 3 passes)."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r") as handle:
+        x = handle["x"]
+        rows = np.random.default_rng(0).integers(0, len(x), n_reads)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for row in rows:
+                x[row]
+            best = min(best, time.perf_counter() - start)
+    return best / n_reads * 1e3
+
+
 def timed(results) -> float:
     """Seconds to exhaust an iterator of results."""
     start = time.perf_counter()
@@ -133,10 +151,11 @@ def main() -> None:
             decode_s.append(timed(decoding))
             front = map_clip_batches(front_end, jobs, CLIPS_PER_TASK, args.n_jobs, "front-end")
             front_s.append(timed(front))
-        start = time.perf_counter()
-        build_audio_features(index, params, Path(tmp) / "audio.h5", Path(tmp) / "rejects.csv")
-        stage_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            build_audio_features(index, params, Path(tmp) / "audio.h5", Path(tmp) / "rejects.csv")
+            stage_s.append(time.perf_counter() - start)
         h5_mb = (Path(tmp) / "audio.h5").stat().st_size / 2**20
+        read_ms = random_row_read_ms(Path(tmp) / "audio.h5")
 
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -150,6 +169,11 @@ def main() -> None:
     print(f"stage + HDF5: {stage:7.2f} s  {n_segments / stage:8.1f} segments/s  ({h5_mb:.1f} MiB)")
     verdict = "met" if ratio <= 2 else "NOT met"
     print(f"front-end / decode-only time: {ratio:.2f}x (target <= 2x: {verdict})")
+    print(
+        f"stage / decode-only time: {stage / decode:.2f}x; stage / front-end time: "
+        f"{stage / front:.2f}x (what writing the table adds)"
+    )
+    print(f"random single-row reads of the table (as training reads it): {read_ms:.3f} ms/row")
     print(f"peak RSS: this process {self_mb:.0f} MiB, largest child {children_mb:.0f} MiB")
 
 

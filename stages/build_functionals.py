@@ -5,11 +5,12 @@
 
 Reads params `functionals.sets` (egemaps: eGeMAPSv02, 88 values; compare: ComParE_2016,
 6373 values), `audio.{sample_rate,max_missing_s}`,
-`base.{modalities,segment_s,hop_s,last_segment,min_segment_s,seed}` (and `base.n_jobs`)
-and `augment.snr_db`. Writes `<set>.h5` (one row per row of the spectrogram table
-`audio.h5`, noisy copies included, same keys in the same order) and `<set>_clip.h5` (one
-row per clip and copy) into the folder for each set; the folder is empty when
-`functionals.sets` is []. The work is :func:`avemotion.audio.functionals.build_functionals`.
+`base.{modalities,segment_s,hop_s,last_segment,min_segment_s,seed}` (and
+`base.{n_jobs,backend,dask_scheduler}`, which change speed only) and `augment.snr_db`.
+Writes `<set>.h5` (one row per row of the spectrogram table `audio.h5`, noisy copies
+included, same keys in the same order) and `<set>_clip.h5` (one row per clip and copy)
+into the folder for each set; the folder is empty when `functionals.sets` is []. The
+work is :func:`avemotion.audio.functionals.build_functionals`.
 """
 
 from __future__ import annotations

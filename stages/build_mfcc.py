@@ -4,9 +4,11 @@
         data/features/mfcc_rejects.csv
 
 Reads params `baseline.{n_mfcc,n_filters,frame_s,step_s,preemph,delta_n}`,
-`base.{modalities,segment_s,hop_s,last_segment,min_segment_s}` (and `base.n_jobs`) and
+`base.{modalities,segment_s,hop_s,last_segment,min_segment_s}` (and
+`base.{n_jobs,backend,dask_scheduler}`, which change speed only) and
 `audio.{sample_rate,max_missing_s}`. One row per segment, the same segments as the CNN
-branches, original rows only. The work is :func:`avemotion.audio.mfcc.build_mfcc_features`.
+branches, original rows only. The work is
+:func:`avemotion.audio.mfcc.build_mfcc_features`.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
     python stages/build_spectrograms.py data/index.csv data/features/audio.h5 \\
         data/features/audio_rejects.csv
 
-Reads params `audio`, `base.{modalities,segment_s,hop_s,last_segment,min_segment_s,seed}`
-(and `base.n_jobs`) and `augment.snr_db`. The work is
-:func:`avemotion.audio.frontend.build_audio_features` (paper section 2.2).
+Reads params `audio`,
+`base.{modalities,segment_s,hop_s,last_segment,min_segment_s,seed}` (and
+`base.{n_jobs,backend,dask_scheduler}`, which change speed only) and `augment.snr_db`.
+The work is :func:`avemotion.audio.frontend.build_audio_features` (paper section 2.2).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ Usage::
     python stages/build_visual_tensors.py data/features/keyframes.h5 data/features/video.h5
 
 Reads params ``video`` (input_size, idp_combine, dtype), ``augment.rotation_deg`` and
-``base.modalities`` (and ``base.n_jobs``). Each keyframe becomes three images, mean-normalised
-gray, LBP and IDP, stacked to ``(n_keyframes, input_size, input_size, 3)`` per segment;
-training-side clips also get one rotated copy per angle, marked ``augmented``. The work is
+``base.modalities`` (and ``base.{n_jobs,backend,dask_scheduler}``, which change speed
+only). Each keyframe becomes three images, mean-normalised gray, LBP and IDP, stacked to
+``(n_keyframes, input_size, input_size, 3)`` per segment; training-side clips also get
+one rotated copy per angle, marked ``augmented``. The work is
 :func:`avemotion.video.build_visual_tensors`.
 """
 

@@ -6,7 +6,7 @@ Usage::
         data/features/keyframes_rejects.csv
 
 Reads params ``video``, ``base.{modalities,segment_s,hop_s,last_segment,min_segment_s}``
-(and ``base.n_jobs``). Writes one row per
+(and ``base.{n_jobs,backend,dask_scheduler}``, which change speed only). Writes one row per
 analysis segment, ``(n_keyframes, keyframe_size, keyframe_size)`` uint8 equalised gray face
 crops with the clip's labels, and the clips it could not use, with the reason, to the
 rejects CSV. The work is :func:`avemotion.video.extract_keyframes`.

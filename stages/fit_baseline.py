@@ -1,16 +1,16 @@
-"""Stage `fit_baseline@<fold>`: SVMs on MFCCs and openSMILE functionals, and the
-benchmark's late fusion of the MFCC-SVM with video.
+"""Stage `fit_baseline@<fold>`: SVMs on MFCCs and openSMILE functionals.
 
     python stages/fit_baseline.py 0 --mfcc data/features/mfcc.h5 \\
-        --functionals data/features/functionals --video data/features/fold0/fc_video.h5 \\
+        --functionals data/features/functionals --video data/features/video.h5 \\
         --models models/baseline/fold0 --predictions data/predictions/fold0 \\
         --validation data/validation/fold0 --metrics metrics/baseline/fold0.json
 
-Reads the MFCC table, the functionals of `functionals.sets`, the fold's video FC
-features (when base.modalities has video) and params
+Reads the MFCC table, the functionals of `functionals.sets`, the video segment table's
+keys (when base.modalities has video: audio systems are scored on the segments video
+has too) and params
 `baseline.{svm_kernel,svm_C_grid,svm_gamma}`, `train.{validation_fraction,validate_by}`
 (the validation speakers C is chosen on), `base.{seed,modalities}`, `data.classes`.
-Writes mfcc_svm, egemaps_svm, compare_svm and mfcc_svm_video_late tables in
+Writes mfcc_svm, egemaps_svm and compare_svm tables in
 `--predictions` (test) and `--validation`, the fitted SVMs in `--models` and the fold's
 summary (the C chosen, validation accuracy per C). The work is
 :func:`avemotion.baseline.run_fit_baseline`.
@@ -32,7 +32,7 @@ def arguments() -> argparse.Namespace:
     for name, what in (
         ("mfcc", "the MFCC table"),
         ("functionals", "the folder of openSMILE functionals tables (<set>.h5)"),
-        ("video", "the fold's video FC-feature table (read when the run has video)"),
+        ("video", "the video segment table, whose keys are read when the run has video"),
         ("models", "the folder of fitted SVMs (joblib) to write"),
         ("predictions", "the fold's test predictions folder"),
         ("validation", "the fold's validation predictions folder"),

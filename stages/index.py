@@ -3,7 +3,8 @@
     python stages/index.py data/index.csv data/rejects.csv
 
 Reads params `data`, `split.{protocol,n_folds,test_size,test_speakers,seed}`,
-`base.modalities` (and `base.n_jobs`). The work is :func:`avemotion.index.build_index`.
+`base.modalities` (and `base.{n_jobs,backend,dask_scheduler}`, which change speed only).
+The work is :func:`avemotion.index.build_index`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from avemotion.atomic import atomic_path
 from avemotion.errors import BadInputError, run_stage
 from avemotion.index import build_index, summarise
-from avemotion.params import resolve_n_jobs, stage_params
+from avemotion.parallel import Workers
+from avemotion.params import stage_params
 from avemotion.rejects import write_rejects
 
 USAGE = "usage: python stages/index.py INDEX_CSV REJECTS_CSV"
@@ -29,7 +31,7 @@ def main() -> None:
         params.data,
         params.split,
         modalities=params.base.modalities,
-        n_jobs=resolve_n_jobs(params.base.n_jobs),
+        n_jobs=Workers.from_params(params.base),
     )
     with atomic_path(index_path) as partial:
         result.clips.to_csv(partial, index=False)

@@ -9,14 +9,27 @@ the best epoch's weights by validation accuracy to `--model` (a resumable checkp
 beside it while training runs), the run's metrics (with training samples per second) to
 `--metrics` and the per-epoch curves to `--live` (dvclive). The paths come from dvc.yaml.
 The work is :func:`avemotion.branch.train_branch`.
+
+With `train.distributed` `nproc: N > 1` the script starts N copies of itself on this
+machine and waits for them (:func:`avemotion.distributed.relaunch`): data-parallel
+training, every copy on 1/N of each batch, rank 0 alone writing the files above. It
+does not go through torchrun for this: torchrun's stores listen on every network
+interface and its agent costs seconds of start-up, while these copies meet through a
+temporary file and talk over the loopback interface only. With `nproc: 1` nothing is
+started, so the demo's many small trainings pay nothing. Under a torchrun the user
+starts (several machines: `torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint
+host:29400 stages/train_cnn.py ...`), the script is one of torchrun's processes and
+`nproc` is not used.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from avemotion.branch import train_branch
+from avemotion.distributed import World, relaunch
 from avemotion.errors import run_stage
 from avemotion.params import MODALITIES, stage_params
 from avemotion.splits import fold_argument, fold_name
@@ -39,21 +52,29 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def log_epoch_to(live: Live) -> Callable[[dict[str, float]], None]:
+    """One epoch's record as dvclive curves (``train_loss`` -> ``train/loss``)."""
+
+    def log_epoch(record: dict[str, float]) -> None:
+        for key, value in record.items():
+            if key != "epoch":
+                split, _, name = key.partition("_")
+                live.log_metric(f"{split}/{name}", value)
+        live.next_step()
+
+    return log_epoch
+
+
 def main() -> None:
     args = arguments()
     params = stage_params(args.stage)
+    relaunch(params.train.distributed.nproc)  # from here on: one of the processes it starts
+    run = (params, args.modality, args.fold, args.table, args.model, args.metrics)
+    if not World.from_env().is_main:  # trains its share of every batch, writes nothing
+        train_branch(*run)
+        return
     with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
-
-        def log_epoch(record: dict[str, float]) -> None:
-            for key, value in record.items():
-                if key != "epoch":
-                    split, _, name = key.partition("_")
-                    live.log_metric(f"{split}/{name}", value)
-            live.next_step()
-
-        metrics = train_branch(
-            params, args.modality, args.fold, args.table, args.model, args.metrics, log_epoch
-        )
+        metrics = train_branch(*run, log_epoch_to(live))
     print(
         f"{args.modality} {fold_name(args.fold)}: best epoch {metrics['best_epoch']} of "
         f"{metrics['epochs_run']}, validation accuracy {metrics['best_val_accuracy']}, "

@@ -12,7 +12,8 @@ also fix the validation speakers every inner CNN stops on) and `fusion.inner_fol
 (K, the number of inner folds). Trains on the fold's fitting speakers outside inner fold
 `<inner>` and writes the best weights to `--model`, the FC features and softmax of its
 held-out, validation and test rows to `--features` and the run's metrics to
-`--metrics`. The work is :func:`avemotion.stacking.run_train_inner`.
+`--metrics`. The work is :func:`avemotion.stacking.run_train_inner`. With
+`train.distributed` `nproc: N > 1` it runs as N processes, as train_cnn does (see there).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avemotion.distributed import World, relaunch
 from avemotion.errors import run_stage
 from avemotion.params import MODALITIES, stage_params
 from avemotion.stacking import run_train_inner
@@ -39,8 +41,10 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    params = stage_params("train_inner")
+    relaunch(params.train.distributed.nproc)  # from here on: one of the processes it starts
     summary = run_train_inner(
-        stage_params("train_inner"),
+        params,
         args.modality,
         args.fold,
         args.inner,
@@ -49,6 +53,8 @@ def main() -> None:
         args.features,
         args.metrics,
     )
+    if not World.from_env().is_main:
+        return
     print(
         f"{args.modality} fold {args.fold} inner {args.inner}: held out "
         f"{', '.join(summary['held_out_groups'])}; best epoch {summary['best_epoch']} of "

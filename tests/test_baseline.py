@@ -11,7 +11,14 @@ from conftest import shared
 
 from avemotion.audio.clips import decode_audio
 from avemotion.audio.mfcc import MfccSettings, build_mfcc_features, mfcc_statistics
-from avemotion.baseline import SYSTEMS, BaselinePaths, make_baseline_svm, run_fit_baseline
+from avemotion.baseline import (
+    FEATURE_SYSTEMS,
+    LATE_SYSTEM,
+    BaselinePaths,
+    make_baseline_svm,
+    run_fit_baseline,
+    run_mfcc_video_late,
+)
 from avemotion.errors import BadInputError
 from avemotion.evaluation import read_predictions
 from avemotion.h5store import SegmentWriter, read_attrs, read_meta
@@ -54,7 +61,7 @@ def paths_in(folder) -> BaselinePaths:
     return BaselinePaths(
         mfcc=folder / "mfcc.h5",
         functionals=folder / "functionals",
-        video=folder / "fc_video.h5",
+        video=folder / "video.h5",
         models=folder / "models",
         predictions=folder / "predictions",
         validation=folder / "validation",
@@ -119,12 +126,24 @@ def test_video_only_run_writes_header_only_baseline_tables(tmp_path) -> None:
     (paths.models / "mfcc_svm.joblib").write_text("left from an audio run")
     summary = run_fit_baseline(params, 0, paths)
     assert summary["systems"] == {} and list(paths.models.iterdir()) == []
+    written = run_mfcc_video_late(params, *late_paths(paths, paths.video))
+    assert written == {"test": 0, "validation": 0}
     for folder in (paths.predictions, paths.validation):
-        for system in SYSTEMS:
+        for system in (*FEATURE_SYSTEMS.values(), LATE_SYSTEM):
             assert read_predictions(folder / f"{system}.csv", 2).empty
     assert summary["written"] == {
-        part: dict.fromkeys(SYSTEMS, 0) for part in ("test", "validation")
+        part: dict.fromkeys(FEATURE_SYSTEMS.values(), 0) for part in ("test", "validation")
     }
+
+
+def late_paths(paths: BaselinePaths, video) -> tuple[dict, object, dict]:
+    """The fuse_mfcc_video stage's arguments for the fold of ``paths``."""
+    parts = {"test": paths.predictions, "validation": paths.validation}
+    return (
+        {part: folder / "mfcc_svm.csv" for part, folder in parts.items()},
+        video,
+        {part: folder / f"{LATE_SYSTEM}.csv" for part, folder in parts.items()},
+    )
 
 
 def test_settings_are_checked() -> None:
@@ -190,11 +209,14 @@ def test_baseline_svm_fits_and_pairs_with_video(tmp_path) -> None:
     fitted = summary["systems"]["mfcc_svm"]
     assert fitted["test_rows_without_video"] == 1 and fitted["validation_rows_without_video"] == 0
     assert set(summary["systems"]) == {"mfcc_svm"}
+    # the late fusion: stage fuse_mfcc_video, on the video CNN's table
+    late_written = run_mfcc_video_late(params, *late_paths(paths, paths.video))
 
     svm = read_predictions(paths.predictions / "mfcc_svm.csv", 2)
     late = read_predictions(paths.predictions / "mfcc_svm_video_late.csv", 2)
     test_clips = [c for c, s, _ in CLIPS if s % 2 == 0 and c != "c0"]
     assert svm["clip_id"].tolist() == late["clip_id"].tolist() == test_clips
+    assert late_written["test"] == len(late) == 11
     video = dict(zip(video_rows["clip_id"], probs[:, 1], strict=True))
     expected = (svm["p1"] + svm["clip_id"].map(video)) / 2
     np.testing.assert_allclose(late["p1"], expected, atol=1e-5)

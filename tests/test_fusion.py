@@ -409,6 +409,8 @@ def project(tmp_path, monkeypatch) -> Path:
         folder = tmp_path / "data" / "features" / f"fold{fold}"
         write_fc(folder / "fc_audio.h5", "audio", index, 12, ["snr15", "snr20"], fold)
         write_fc(folder / "fc_video.h5", "video", index, 10, ["rot4"], 10 + fold)
+    # the video segment table, whose keys fit_baseline reads: the FC tables have its rows
+    shutil.copy(tmp_path / "data/features/fold0/fc_video.h5", tmp_path / "data/features/video.h5")
     write_mfcc(tmp_path / "data" / "features" / "mfcc.h5", index)
     functionals = tmp_path / "data" / "features" / "functionals"
     write_functionals(functionals / "egemaps.h5", index, 7, ["snr15", "snr20"])
@@ -463,7 +465,7 @@ def assert_validation_tables_hold_only_the_validation_speakers() -> None:
 
 def test_stages_end_to_end_on_synthetic_tables(project: Path, monkeypatch, capsys) -> None:
     for fold in ("0", "1"):
-        for stage in ("fit_elm", "fit_svm", "fit_baseline"):
+        for stage in ("fit_elm", "fit_svm", "fit_baseline", "fuse_mfcc_video"):
             run_stage(stage, fold, monkeypatch=monkeypatch)
     run_stage("evaluate", monkeypatch=monkeypatch)
     out = capsys.readouterr().out
@@ -536,7 +538,7 @@ def test_audio_only_run_writes_empty_tables_for_video_systems(project, monkeypat
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["base"]["modalities"] = ["audio"]
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    for stage in ("fit_elm", "fit_svm", "fit_baseline"):
+    for stage in ("fit_elm", "fit_svm", "fit_baseline", "fuse_mfcc_video"):
         run_stage(stage, "0", monkeypatch=monkeypatch)
     for folder, n_rows in (("predictions", 48), ("validation", 16)):
         tables = Path(f"data/{folder}/fold0").glob("*.csv")

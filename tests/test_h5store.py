@@ -62,3 +62,26 @@ def test_misaligned_rows_are_refused(tmp_path):
         writer.append(np.zeros((1, 2)), rows(1, "c2"))
     meta = read_meta(tmp_path / "f.h5")
     assert meta["clip_id"].tolist() == ["c2"]  # the refused rows left nothing half-written
+
+
+def test_buffered_rows_are_written_in_blocks_and_on_close(tmp_path, monkeypatch):
+    """Rows wait in memory up to WRITE_BUFFER_BYTES, then go to the file in one write; the
+    rest are written when the writer closes. The table equals one written row by row."""
+    from avemotion import h5store
+
+    monkeypatch.setattr(h5store, "WRITE_BUFFER_BYTES", 3 * 2 * 4)  # three float32 rows of 2
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((n, 2)).astype(np.float32) for n in (1, 1, 2, 1, 1)]
+    path = tmp_path / "f.h5"
+    with SegmentWriter(path, (2,)) as writer:
+        written = []
+        for i, block in enumerate(blocks):
+            writer.append(block, rows(len(block), f"c{i}"))
+            written.append(writer.rows_written)
+        assert writer.n_rows == 6
+    assert written == [0, 0, 4, 4, 4]  # the block of two filled the buffer: 4 rows went out
+    meta = read_meta(path)
+    assert meta["clip_id"].tolist() == ["c0", "c1", "c2", "c2", "c3", "c4"]
+    with h5py.File(path) as handle:
+        np.testing.assert_array_equal(handle["x"][:], np.concatenate(blocks))
+        assert handle.attrs["n_rows"] == 6

@@ -71,6 +71,10 @@ def test_an_unknown_key_names_the_closest_valid_one(section, edit, expected):
         ("fusion", {"svm_gamma": "wide"}, "should be 'scale' or 'auto' or a valid number"),
         ("base", {"modalities": ["audio", "text"]}, "`base.modalities.1` = 'text'"),
         ("base", {"n_jobs": 0}, "`base.n_jobs` = 0"),
+        ("base", {"backend": "ray"}, "`base.backend` = 'ray': should be 'processes' or 'dask'"),
+        ("base", {"dask_scheduler": "tcp://127.0.0.1:8786"}, "only used with backend: dask"),
+        ("base", {"backend": "dask", "dask_scheduler": "localhost"}, "as tcp://host:port"),
+        ("base", {"backend": "dask", "dask_scheduler": "tcp://10.0.0.5:8786"}, ""),
         ("train", {"lr": -1}, "`train.lr` = -1: should be greater than 0"),
         ("base", {"profile": "gpu"}, "base.profile='gpu' is not a profile"),
         ("baseline", {"n_mfcc": 40}, "n_mfcc=40 must be <= n_filters=26"),
@@ -168,6 +172,7 @@ def test_a_stage_reads_only_what_it_declares(tmp_path):
     view = stage_params("work", params_path, pipeline)
     assert view.video.hist_bins == 64 and view.base.seed == 42
     assert view.base.n_jobs == -1  # speed only: readable, never tracked
+    assert view.base.backend == "processes" and view.base.dask_scheduler is None
     assert view.read == {"video", "base.seed"}
     with pytest.raises(UndeclaredParamError, match="`base.profile`"):
         _ = view.base.profile

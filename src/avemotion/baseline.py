@@ -4,9 +4,11 @@
   paper's benchmark (section 3.6, Avots et al. 2019);
 - ``egemaps_svm``, ``compare_svm``: openSMILE's eGeMAPSv02 and ComParE_2016
   functionals per segment (:mod:`avemotion.audio.functionals`, stage build_functionals);
-- ``mfcc_svm_video_late``: the mean of the MFCC-SVM's and the video CNN's probabilities.
+- ``mfcc_svm_video_late``: the mean of the MFCC-SVM's and the video CNN's probabilities,
+  :func:`run_mfcc_video_late` (stage fuse_mfcc_video), a stage of its own so that a
+  changed CNN reruns this mean and not the SVMs' C grids.
 
-:func:`run_fit_baseline` (stage fit_baseline) fits each on a fold's original training
+:func:`run_fit_baseline` (stage fit_baseline) fits each SVM on a fold's original training
 rows: standardise, an SVC with Platt-scaled class probabilities (what a decision-level
 fusion of probabilities needs; see :func:`make_baseline_svm`), C chosen from
 ``baseline.svm_C_grid`` by clip accuracy on the fold's validation speakers (the ones
@@ -17,6 +19,7 @@ beside the test predictions, so every baseline has a validation score.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -32,11 +35,17 @@ from sklearn.svm import SVC
 
 from avemotion.atomic import atomic_path, write_json
 from avemotion.errors import BadInputError
-from avemotion.evaluation import clip_level, predicted, probability_columns, write_predictions
+from avemotion.evaluation import (
+    clip_level,
+    predicted,
+    probability_columns,
+    read_predictions,
+    write_predictions,
+)
 from avemotion.h5store import read_meta
 from avemotion.params import Params
 from avemotion.params.schema import BaselineParams, FunctionalSet
-from avemotion.scores import BranchTable, expand_columns, n_classes_of, read_branch
+from avemotion.scores import expand_columns, n_classes_of, read_branch
 from avemotion.splits import held_and_fitting, test_rows, train_rows
 
 #: The feature table behind each SVM baseline: mfcc, then every openSMILE set.
@@ -55,8 +64,9 @@ SYSTEMS = (*FEATURE_SYSTEMS.values(), LATE_SYSTEM)
 class BaselinePaths:
     """Where one fold's baselines read and write (their deps and outs in ``dvc.yaml``).
 
-    ``functionals`` is the folder of ``<set>.h5`` tables; ``video`` the fold's video
-    FC-feature table, read only when the run has video; ``models`` a folder of one
+    ``functionals`` is the folder of ``<set>.h5`` tables; ``video`` the video segment
+    table (``video.h5``), whose segment keys alone are read, and only when the run has
+    video (they do not depend on the CNN); ``models`` a folder of one
     ``<system>.joblib`` per fitted SVM; ``validation`` the fold's folder of validation
     predictions.
     """
@@ -185,8 +195,8 @@ def fit_baseline_svm(
 
 def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[str, Any]:
     """Stage fit_baseline: every SVM baseline whose table the run builds (MFCC when
-    ``base.modalities`` has audio, each of ``functionals.sets``) and the MFCC-SVM's late
-    fusion with video, for fold ``fold``: test and validation predictions, the fitted
+    ``base.modalities`` has audio, each of ``functionals.sets``) for fold ``fold``: test
+    and validation predictions, the fitted
     models and the fold's summary (returned). A system that cannot run gets header-only
     tables, so the stage's outputs are the same whatever the params. With video, the
     audio-only systems are scored on the test segments the video table also has, the rows
@@ -196,7 +206,7 @@ def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[st
     names = (["mfcc"] if "audio" in modalities else []) + [
         s for s in params.functionals.sets if "audio" in modalities
     ]
-    video = read_branch(paths.video, "video") if "video" in modalities else None
+    video = read_meta(paths.video) if "video" in modalities else None
     summary: dict[str, Any] = {"fold": fold, "systems": {}}
     written: dict[str, dict[str, int]] = {"test": {}, "validation": {}}
     n_classes: int | None = None
@@ -226,19 +236,14 @@ def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[st
         }
         for part, folder in (("test", paths.predictions), ("validation", paths.validation)):
             rows, probs = fitted.rows[part], fitted.probs[part]
-            late = None
             if video is not None:
-                rows, probs, late, missing = with_video(meta, rows, probs, video)
+                rows, probs, missing = on_video_segments(meta, rows, probs, video)
                 summary["systems"][system][f"{part}_rows_without_video"] = missing
             keys = (meta["clip_id"][rows], meta["segment"][rows], meta["label"][rows])
             written[part][system] = write_predictions(folder / f"{system}.csv", *keys, probs)
-            if name == "mfcc" and late is not None:
-                written[part][LATE_SYSTEM] = write_predictions(
-                    folder / f"{LATE_SYSTEM}.csv", *keys, late
-                )
     width = n_classes or n_classes_of(params.data.classes, np.array([0]))
     for part, folder in (("test", paths.predictions), ("validation", paths.validation)):
-        for system in SYSTEMS:
+        for system in FEATURE_SYSTEMS.values():
             if system not in written[part]:
                 written[part][system] = write_predictions(
                     folder / f"{system}.csv", [], [], [], np.zeros((0, width))
@@ -252,21 +257,55 @@ def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[st
     return summary
 
 
-def with_video(
-    meta: dict[str, np.ndarray], rows: np.ndarray, probs: np.ndarray, video: BranchTable
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Keep the rows whose segment the video table also has (original rows); returns the
-    rows, their audio scores, the late fusion (mean with the video CNN's probabilities)
-    and how many rows had no video."""
-    originals = pd.DataFrame(
-        {
-            "clip_id": video.meta["clip_id"],
-            "segment": video.meta["segment"],
-            "row": np.arange(len(video.x)),
+def on_video_segments(
+    meta: dict[str, np.ndarray], rows: np.ndarray, probs: np.ndarray, video: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Keep the rows whose segment the video table (its meta) also has among its original
+    rows; returns those rows, their scores and how many rows had no video."""
+    originals = pd.MultiIndex.from_arrays(
+        [video["clip_id"][~video["augmented"]], video["segment"][~video["augmented"]]]
+    )
+    wanted = pd.MultiIndex.from_arrays([meta["clip_id"][rows], meta["segment"][rows]])
+    kept = wanted.isin(originals)
+    return rows[kept], probs[kept], int((~kept).sum())
+
+
+def run_mfcc_video_late(
+    params: Params, audio: Mapping[str, Path], video: Path, out: Mapping[str, Path]
+) -> dict[str, int]:
+    """Stage fuse_mfcc_video: the mean of the MFCC-SVM's and the video CNN's probabilities.
+
+    ``audio`` maps each part (``test``, ``validation``) to the MFCC-SVM's prediction table
+    (already cut to the segments video has, by :func:`run_fit_baseline`), ``video`` is
+    the fold's video FC-feature table and ``out`` maps each part to the table to write.
+    Every audio row is paired with the video CNN's probabilities of its segment (original
+    rows, not rotated copies). Without both branches in ``base.modalities`` the tables
+    are header-only. Returns the rows written per part.
+    """
+    width = n_classes_of(params.data.classes, np.array([0]))
+    if set(params.base.modalities) != {"audio", "video"}:
+        return {
+            part: write_predictions(path, [], [], [], np.zeros((0, width)))
+            for part, path in out.items()
         }
-    )[~video.meta["augmented"]]
-    wanted = pd.DataFrame({"clip_id": meta["clip_id"][rows], "segment": meta["segment"][rows]})
-    partner = wanted.merge(originals, on=["clip_id", "segment"], how="left")["row"]
-    kept = partner.notna().to_numpy()
-    late = (probs[kept] + video.probs[partner[kept].to_numpy(dtype=np.int64)]) / 2.0
-    return rows[kept], probs[kept], late, int((~kept).sum())
+    table = read_branch(video, "video")
+    originals = pd.DataFrame({"clip_id": table.meta["clip_id"], "segment": table.meta["segment"]})[
+        ~table.meta["augmented"]
+    ]
+    by_segment = pd.Series(originals.index.to_numpy(), pd.MultiIndex.from_frame(originals))
+    written = {}
+    for part, path in audio.items():
+        scores = read_predictions(path)
+        keys = pd.MultiIndex.from_frame(scores[["clip_id", "segment"]])
+        missing = ~keys.isin(by_segment.index)
+        if missing.any():
+            raise BadInputError(
+                f"{int(missing.sum())} rows have no video segment; rerun fit_baseline", path
+            )
+        partner = by_segment.loc[keys].to_numpy()
+        audio_probs = scores[probability_columns(table.probs.shape[1])].to_numpy()
+        late = (audio_probs + table.probs[partner]) / 2.0
+        written[part] = write_predictions(
+            out[part], scores["clip_id"], scores["segment"], scores["label"], late
+        )
+    return written

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from avemotion.atomic import write_json
+from avemotion.distributed import World, process_group
 from avemotion.errors import BadInputError
 from avemotion.h5store import META_COLUMNS, SegmentWriter, read_attrs
 from avemotion.models import (
@@ -109,7 +110,13 @@ def train_branch(
     to ``metrics_path`` (returned). SpecAugment masks apply to the audio branch only.
 
     ``rows`` replaces the fold's own split (an inner CNN of cross-fit stacking trains on
-    part of the fold's training speakers); ``run_name`` then tells its checkpoint apart."""
+    part of the fold's training speakers); ``run_name`` then tells its checkpoint apart.
+
+    Started as one of N > 1 processes (``train.distributed``, :mod:`avemotion.distributed`)
+    it joins their group for the training, and only rank 0 writes ``best`` and
+    ``metrics_path`` (every rank returns the metrics). The checkpoint's digest names the
+    process count (a run resumes only with as many processes as it started with), but
+    not with one process, whose checkpoints stay those of single-process training."""
     base = params.base
     settings = params.train.for_branch(modality)
     torch.set_num_threads(settings.threads)
@@ -122,38 +129,44 @@ def train_branch(
     n_classes = n_classes_of(params.data.classes, meta["label"])
     init = settings.init_weights.get(modality)  # type: ignore[call-overload]
     model = build_branch(params, modality, n_classes, table, init, settings.standardise_inputs)
+    world = World.from_env()
     digest = settings_digest(
         modality,
         fold,
         run_name,
-        settings.model_dump(exclude={"by_modality"}),
+        settings.model_dump(exclude={"by_modality", "distributed"}),
         base.seed,
         branch_spec(params, modality),
         read_attrs(table).get("params"),
+        *([] if world.size == 1 else [{"processes": world.size}]),
     )
-    outcome = fit(
-        model,
-        SegmentDataset(table, rows.train, meta["label"][rows.train]),
-        SegmentDataset(table, rows.validation, meta["label"][rows.validation]),
-        settings,
-        base.seed,
-        checkpoint_path(best),
-        best,
-        digest,
-        log_epoch=log_epoch,
-        device=resolve_device(base.device),
-        spec_augment=modality == "audio",
-    )
+    backend = settings.distributed.backend
+    with process_group(backend, resolve_device(base.device)) as (world, device):
+        outcome = fit(
+            model,
+            SegmentDataset(table, rows.train, meta["label"][rows.train]),
+            SegmentDataset(table, rows.validation, meta["label"][rows.validation]),
+            settings,
+            base.seed,
+            checkpoint_path(best),
+            best,
+            digest,
+            log_epoch=log_epoch,
+            device=device,
+            spec_augment=modality == "audio",
+        )
     metrics = {
         **outcome_json(outcome),
         "modality": modality,
         "fold": fold,
         "profile": base.profile,
+        "processes": world.size,
         "n_train_rows": len(rows.train),
         "n_validation_rows": len(rows.validation),
         "n_test_rows": len(rows.test),
     }
-    write_json(metrics_path, metrics)
+    if world.is_main:
+        write_json(metrics_path, metrics)
     return metrics
 
 

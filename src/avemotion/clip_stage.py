@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from avemotion.errors import BadInputError
-from avemotion.h5store import META_COLUMNS, SegmentWriter
+from avemotion.h5store import META_COLUMNS, NO_COMPRESSION, Compression, SegmentWriter
 from avemotion.rejects import Reject, write_rejects
 from avemotion.splits import augment_mask
 
@@ -107,6 +107,7 @@ class ClipStage:
     item_shape: tuple[int, ...]
     dtype: Any
     attrs: Mapping[str, Any]
+    compression: Compression = NO_COMPRESSION
 
 
 def run_clip_stage(
@@ -116,7 +117,6 @@ def run_clip_stage(
     results: Iterable[ClipResult],
     out_path: str | Path,
     rejects_path: str | Path,
-    batch_rows: int = 256,
 ) -> dict[str, Any]:
     """Write the table and rejects report of ``results`` (one per clip, in index order).
 
@@ -135,19 +135,19 @@ def run_clip_stage(
         summary["skipped"] = attrs["skipped"] = (
             f"base.modalities is {list(modalities)}: no {stage.modality} features computed"
         )
-    with SegmentWriter(out_path, stage.item_shape, stage.dtype, attrs) as writer:
-        batch = _WriteBatch(writer, batch_rows)
+    with SegmentWriter(
+        out_path, stage.item_shape, stage.dtype, attrs, compression=stage.compression
+    ) as writer:
         for result in () if skipped else results:
             counts.update(result.counts)
             if result.reject is not None:
                 rejects.append(Reject(result.path, result.clip_id, stage.name, result.reject))
                 continue
             assert result.x is not None and set(result.rows) == set(META_COLUMNS)
-            batch.add(result.x, result.rows)
+            writer.append(result.x, result.rows)  # buffered: written in blocks
             summary["clips_written"] += 1
             summary["rows"] += len(result.x)
             summary["augmented_rows"] += int(np.sum(result.rows["augmented"]))
-        batch.flush()
         summary["rejected"] = len(rejects)
         summary |= dict(sorted(counts.items()))
         write_rejects(rejects_path, rejects)
@@ -158,25 +158,3 @@ def run_clip_stage(
             )
         writer.set_attrs({f"summary_{key}": value for key, value in summary.items()})
     return summary
-
-
-class _WriteBatch:
-    """Clips' rows waiting to be appended together (at most ``max_rows``)."""
-
-    def __init__(self, writer: SegmentWriter, max_rows: int):
-        self.writer, self.max_rows = writer, max_rows
-        self.x: list[np.ndarray] = []
-        self.rows: dict[str, list[Any]] = {column: [] for column in META_COLUMNS}
-
-    def add(self, x: np.ndarray, rows: Mapping[str, Sequence[Any]]) -> None:
-        self.x.append(x)
-        for column in META_COLUMNS:
-            self.rows[column].extend(rows[column])
-        if len(self.rows["clip_id"]) >= self.max_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.x:
-            self.writer.append(np.concatenate(self.x), self.rows)
-        self.x = []
-        self.rows = {column: [] for column in META_COLUMNS}

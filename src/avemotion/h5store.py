@@ -4,7 +4,8 @@ Every feature file of the pipeline (``audio.h5``, ``keyframes.h5``, ``video.h5``
 ``fc_*.h5``) has the same layout, so any stage can read any of them:
 
 - ``/x``: the tensor dataset, shape ``(n_rows, *item_shape)``, chunked one row per chunk
-  and gzip-compressed, so a reader pulls single segments without loading the file;
+  so a reader pulls single segments without loading the file, and compressed only where
+  it pays (:data:`NO_COMPRESSION` and the two constants after it);
 - ``/meta/<column>``: one 1-D dataset per :data:`META_COLUMNS` entry, row-aligned with
   ``/x``;
 - file attrs: the params that made the file (as YAML text under ``params``) and
@@ -12,8 +13,10 @@ Every feature file of the pipeline (``audio.h5``, ``keyframes.h5``, ``video.h5``
 
 Files are written to ``<name>.partial`` and renamed only when the writer closes without
 an error, so an interrupted stage never leaves a file that DVC or the next stage would
-take as complete. Rows are appended as clips finish; memory does not grow with the
-number of clips.
+take as complete. Rows are appended as clips finish and written in blocks of about
+:data:`WRITE_BUFFER_BYTES`, so HDF5 pays its per-call costs (a resize and a write for
+each of the eleven datasets) once per block rather than once per clip; memory holds at
+most one block, whatever the number of clips.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -42,6 +45,20 @@ META_COLUMNS: tuple[str, ...] = (
     "augmented",
     "augmentation",
 )
+
+#: Rows are held until this many bytes of tensors wait, then written in one go.
+WRITE_BUFFER_BYTES = 8 * 2**20
+
+Compression = Literal["gzip", "lzf"] | None
+#: What each table is compressed with, chosen by measurement (benchmarks/audio_frontend.py
+#: and the demo's tables): compression pays only where the data shrinks a lot. Float
+#: spectrograms and features shrink by 7-15 %, while lzf made the audio stage 1.4x as slow
+#: and gzip 2x: none. The visual tensors, mostly padding, halve with lzf (151 -> 81 MB on
+#: the demo, smaller than gzip's 101 MB and several times faster to write). The uint8 face
+#: keyframes halve with gzip (77 -> 42 MB), whose cost is small beside face detection.
+NO_COMPRESSION: Compression = None
+VISUAL_TENSORS_COMPRESSION: Compression = "lzf"
+KEYFRAMES_COMPRESSION: Compression = "gzip"
 
 _STRING_COLUMNS = {"clip_id", "speaker", "gender", "emotion", "augmentation"}
 _COLUMN_DTYPES: dict[str, Any] = {
@@ -96,7 +113,7 @@ class SegmentWriter:
         item_shape: tuple[int, ...],
         dtype: Any = np.float32,
         attrs: Mapping[str, Any] | None = None,
-        compression_level: int = 4,
+        compression: Compression = NO_COMPRESSION,
         extra_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ):
         self.path = Path(path)
@@ -104,9 +121,12 @@ class SegmentWriter:
         self.item_shape = tuple(int(n) for n in item_shape)
         self.dtype = np.dtype(dtype)
         self.attrs = dict(attrs or {})
-        self.compression_level = compression_level
+        self.compression = compression
         self.extra_shapes = {k: tuple(v) for k, v in (extra_shapes or {}).items()}
-        self.n_rows = 0
+        self.n_rows = 0  # rows appended, whether written yet or waiting in the buffer
+        self._written = 0
+        self._waiting: list[tuple[np.ndarray, dict[str, list[Any]], dict[str, np.ndarray]]] = []
+        self._waiting_bytes = 0
         self._file: h5py.File | None = None
 
     def __enter__(self) -> SegmentWriter:
@@ -120,9 +140,7 @@ class SegmentWriter:
             maxshape=(None, *self.item_shape),
             dtype=self.dtype,
             chunks=(1, *self.item_shape),
-            compression="gzip",
-            compression_opts=self.compression_level,
-            shuffle=True,
+            compression=self.compression,
         )
         for name, shape in self.extra_shapes.items():
             self._file.create_dataset(
@@ -173,17 +191,40 @@ class SegmentWriter:
         for name, values in extras.items():
             if values.shape != (n_new, *self.extra_shapes[name]):
                 raise ValueError(f"extra {name} has shape {values.shape} for {n_new} rows")
+        self._waiting.append((tensors, columns, extras))
+        self._waiting_bytes += tensors.nbytes
+        self.n_rows += n_new
+        if self._waiting_bytes >= WRITE_BUFFER_BYTES:
+            self._write_waiting()
+
+    @property
+    def rows_written(self) -> int:
+        """Rows already in the file; the rest of :attr:`n_rows` wait in the buffer."""
+        return self._written
+
+    def _write_waiting(self) -> None:
+        """Write the buffered rows: one resize and one write per dataset."""
+        assert self._file is not None
+        if not self._waiting:
+            return
+        tensors = np.concatenate([block[0] for block in self._waiting])
+        extras = {
+            name: np.concatenate([block[2][name] for block in self._waiting])
+            for name in self.extra_shapes
+        }
+        start, end = self._written, self._written + len(tensors)
         for name, values in {"x": tensors, **extras}.items():
             dataset = self._file[name]
-            dataset.resize(self.n_rows + n_new, axis=0)
-            dataset[self.n_rows :] = values
-        for column, values in columns.items():
+            dataset.resize(end, axis=0)
+            dataset[start:end] = values
+        for column in META_COLUMNS:
+            values = [v for block in self._waiting for v in block[1][column]]
             dataset = self._file["meta"][column]
-            dataset.resize(self.n_rows + n_new, axis=0)
-            dataset[self.n_rows :] = (
-                [str(v) for v in values] if column in _STRING_COLUMNS else values
-            )
-        self.n_rows += n_new
+            dataset.resize(end, axis=0)
+            dataset[start:end] = [str(v) for v in values] if column in _STRING_COLUMNS else values
+        self._written = end
+        self._waiting.clear()
+        self._waiting_bytes = 0
 
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Add attrs known only once the rows are written (a run's counts)."""
@@ -193,6 +234,8 @@ class SegmentWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None and self._target is not None
+        if exc_type is None:
+            self._write_waiting()
         self._file.attrs["n_rows"] = self.n_rows
         self._file.close()
         self._file = None

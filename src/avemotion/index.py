@@ -15,7 +15,7 @@ from avemotion.atomic import file_digest
 from avemotion.datasets import EMOTIONS, ClipRecord, Unlabelled, iter_records
 from avemotion.errors import BadInputError
 from avemotion.media import MediaInfo, probe
-from avemotion.parallel import map_clips
+from avemotion.parallel import Workers, map_clips
 from avemotion.params.schema import DataParams, SplitParams
 from avemotion.rejects import Reject
 from avemotion.splits import assign_folds
@@ -90,14 +90,16 @@ def build_index(
     data: DataParams,
     split: SplitParams,
     modalities: Sequence[str],
-    n_jobs: int = 1,
+    n_jobs: int | Workers = 1,
 ) -> IndexResult:
     """Walk ``data.root`` with the ``data.dataset`` adapter and assign every clip its fold.
 
     ``data`` and ``split`` are those sections of ``params.yaml``. Every media file ends in
     exactly one place: a row of the index, a reject with its reason (unreadable, zero
     bytes, no decodable stream, no stream for the run's modalities, unknown label,
-    duplicate), or the count of clips whose emotion is not in ``data.classes``.
+    duplicate), or the count of clips whose emotion is not in ``data.classes``. Files
+    are checked on ``n_jobs`` processes, or where a :class:`~avemotion.parallel.Workers`
+    says (``base.backend``).
 
     Raises :class:`BadInputError` when nothing usable is found, when the rejects exceed
     ``data.max_reject_fraction``, or when the split cannot be made.

@@ -5,6 +5,10 @@ depend on scheduling, and they come back one at a time, so that a stage writes e
 clip as it finishes instead of holding them all. :func:`map_clips` calls the function
 once per clip; :func:`map_clip_batches` once per few clips, for work with a fixed cost
 per call (the audio front-end).
+
+Where the work runs is a :class:`Workers`: a fork pool of ``n_jobs`` processes here
+(``base.backend: processes``, or a plain int), or a Dask cluster (``base.backend: dask``,
+:mod:`avemotion.dask_map`). Either way the results, and so the files, are the same.
 """
 
 from __future__ import annotations
@@ -14,17 +18,60 @@ import itertools
 import multiprocessing
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import cv2
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
+
+from avemotion.params.loader import resolve_n_jobs
+from avemotion.params.schema import ParallelBackend
 
 #: Tasks each worker may have queued or finished but not yet taken by the consumer.
 IN_FLIGHT_PER_JOB = 2
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Where per-clip work runs: ``base.n_jobs``, ``base.backend``, ``base.dask_scheduler``.
+
+    ``n_jobs`` is the number of local processes, or of LocalCluster workers with
+    ``backend="dask"`` and no ``scheduler`` (started for each map: a few seconds, so one
+    job or one item runs here, as with processes); with a ``scheduler`` address the
+    cluster's own workers run the tasks and ``n_jobs`` is not used. A plain int given
+    where a ``Workers`` is expected means ``Workers(n_jobs)``: local processes, which is
+    what callers without params (the demo renderer, ``avemotion predict``) pass.
+    """
+
+    n_jobs: int = 1
+    backend: ParallelBackend = "processes"
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_jobs < 1:
+            raise ValueError(f"n_jobs={self.n_jobs}: resolve -1 with resolve_n_jobs first")
+        if self.scheduler is not None and self.backend != "dask":
+            raise ValueError(f"a scheduler ({self.scheduler}) needs backend='dask'")
+
+    @classmethod
+    def from_params(cls, base: Any, n_jobs: int | None = None) -> Workers:
+        """What ``base`` (``params.base``, or a stage's view of it) asks for; ``n_jobs`` (a
+        count, or -1 for every core) overrides its ``n_jobs``."""
+        count = resolve_n_jobs(base.n_jobs if n_jobs is None else n_jobs)
+        return cls(count, base.backend, base.dask_scheduler)
+
+    @classmethod
+    def of(cls, workers: int | Workers) -> Workers:
+        """``workers`` itself, or an int as that many local processes."""
+        return workers if isinstance(workers, Workers) else cls(max(1, int(workers)))
+
+    @property
+    def is_dask(self) -> bool:
+        return self.backend == "dask"
 
 
 def _single_threaded_worker() -> None:
@@ -40,15 +87,16 @@ def _single_threaded_worker() -> None:
 def map_clips(
     function: Callable[[T], R],
     items: Iterable[T],
-    n_jobs: int = 1,
+    n_jobs: int | Workers = 1,
     desc: str = "clips",
     total: int | None = None,
     quiet: bool = False,
 ) -> Iterator[R]:
-    """Yield ``function(item)`` for every item, in order, on ``n_jobs`` processes.
+    """Yield ``function(item)`` for every item, in order, on ``n_jobs`` processes (an int)
+    or where a :class:`Workers` says.
 
     ``function`` must be picklable (a module-level function or ``functools.partial`` of
-    one). With ``n_jobs == 1`` everything runs in this process, which keeps tests and
+    one). With one local process everything runs in this process, which keeps tests and
     debugging simple. ``quiet`` hides the progress bar.
     """
     items = list(items)
@@ -63,7 +111,7 @@ def map_clip_batches(
     function: Callable[[list[T]], list[R]],
     items: Iterable[T],
     batch_size: int,
-    n_jobs: int = 1,
+    n_jobs: int | Workers = 1,
     desc: str = "clips",
 ) -> Iterator[R]:
     """:func:`map_clips` for work that is cheaper a few clips at a time.
@@ -83,8 +131,16 @@ def map_clip_batches(
             progress.update(len(batch))
 
 
-def _ordered_map(function: Callable[[T], R], items: list[T], n_jobs: int) -> Iterator[R]:
-    """``function`` over ``items`` in order: here when ``n_jobs <= 1``, else on a pool."""
+def _ordered_map(function: Callable[[T], R], items: list[T], workers: int | Workers) -> Iterator[R]:
+    """``function`` over ``items`` in order: on a Dask cluster when ``workers`` says so;
+    else here for one process or item, and on a fork pool for more."""
+    workers = Workers.of(workers)
+    if workers.is_dask and items and (workers.scheduler or min(workers.n_jobs, len(items)) > 1):
+        from avemotion.dask_map import dask_ordered_map  # distributed is slow to import
+
+        yield from dask_ordered_map(function, items, workers)
+        return
+    n_jobs = workers.n_jobs
     if n_jobs <= 1 or len(items) <= 1:
         yield from map(function, items)
         return

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from avemotion.branch import extract_branch_features, train_branch
+from avemotion.distributed import World
 from avemotion.errors import BadInputError
 from avemotion.params import Params
 from avemotion.splits import held_and_fitting
@@ -94,7 +95,10 @@ def run_train_inner(
 ) -> dict[str, Any]:
     """Stage train_inner: train inner CNN ``inner`` of fold ``fold`` and write the FC
     features of its held-out, validation and test rows to ``features`` (a segment table
-    like ``fc_<modality>.h5``, with the speakers it trained on and held out in its attrs)."""
+    like ``fc_<modality>.h5``, with the speakers it trained on and held out in its attrs).
+
+    As one of N > 1 processes (``train.distributed``) it trains its share, and rank 0
+    alone writes the model, the metrics and the features."""
     n_inner = len(params.fusion.inner_folds)
     if inner not in params.fusion.inner_folds:
         raise BadInputError(f"inner fold {inner} is not in fusion.inner_folds")
@@ -111,5 +115,6 @@ def run_train_inner(
     }
     wanted = np.zeros(len(meta["label"]), dtype=bool)
     wanted[rows.test] = True
-    extract_branch_features(params, modality, table, model, features, keep=wanted, attrs=attrs)
+    if World.from_env().is_main:
+        extract_branch_features(params, modality, table, model, features, keep=wanted, attrs=attrs)
     return {**summary, "inner_fold": inner, "held_out_groups": attrs["held_out_groups"]}

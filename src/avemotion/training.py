@@ -17,7 +17,9 @@ What this module adds around the paper's recipe, because a reproducible tool nee
 - optional recipes beyond the paper's (input standardisation, AdamW, learning-rate
   schedules, label smoothing, mixup, SpecAugment masks, class-balanced sampling, weight
   averaging over the last epochs), each off by default and described in
-  :mod:`avemotion.recipes`.
+  :mod:`avemotion.recipes`;
+- data-parallel training in several processes (``train.distributed``, see
+  :mod:`avemotion.distributed`), where one process trains exactly as it always has.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ import h5py
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, Dataset
 
+from avemotion import distributed
 from avemotion.atomic import atomic_path
 from avemotion.errors import BadInputError
 from avemotion.h5store import read_meta
@@ -177,26 +181,33 @@ def fit(
     only while a run is incomplete (DVC does not track it). The written weights go to
     ``best_path`` as a state dict: the best epoch's, or with ``train.average_last`` N > 1
     the mean of the last N epochs' with BatchNorm statistics recomputed on ``train_set``.
+
+    In a process group of N > 1 (:func:`avemotion.distributed.process_group`) every
+    process trains a :class:`DistributedDataParallel` copy on its 1/N share of every
+    epoch's rows, in batches of ``batch_size / N`` (the global batch is the paper's), with
+    dropout and recipe draws of its own; gradients are averaged, BatchNorm statistics are
+    rank 0's after every epoch, and the validation rows are split among the processes, so
+    every process takes the same best-epoch decisions. Rank 0 alone writes files
+    (``log_epoch`` is the caller's to give rank 0 only); the checkpoint holds every
+    rank's random states, so all ranks resume from it. One process takes none of these
+    steps: it trains exactly as without a group.
     """
     device = torch.device(device)
+    world = distributed.World.current()
     torch.manual_seed(seed)
     if settings.standardise_inputs:
         model.set_input_statistics(*channel_statistics(train_set.path, train_set.rows))
     model.to(device)
+    net: nn.Module = model
+    if world.size > 1:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        torch.manual_seed(distributed.rank_seed(seed, world))  # dropout of its own
     optimiser = make_optimiser(model.parameters(), settings)
     shuffle = torch.Generator().manual_seed(seed)
-    sampler = balanced_sampler(train_set.labels, shuffle) if settings.balanced_sampling else None
-    loader = DataLoader(
-        train_set,
-        batch_size=settings.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=shuffle,
-        num_workers=settings.num_workers,
-        persistent_workers=settings.num_workers > 0,
-    )
+    loader = _train_loader(train_set, settings, seed, shuffle, world)
     scheduler = make_scheduler(optimiser, settings, len(loader))
-    mask_rng, mixup_rng = np.random.default_rng((seed, 1)), np.random.default_rng((seed, 2))
+    streams = (seed,) if world.size == 1 else (seed, world.rank)
+    mask_rng, mixup_rng = np.random.default_rng((*streams, 1)), np.random.default_rng((*streams, 2))
     average_from = max(1, settings.epochs - settings.average_last + 1)
     averaged = AveragedModel(model) if settings.average_last > 1 else None
     history: list[dict[str, float]] = []
@@ -212,9 +223,10 @@ def fit(
             if averaged is not None:
                 averaged.load_state_dict(state["averaged"])
             shuffle.set_state(state["shuffle_state"])
-            torch.set_rng_state(state["torch_rng"])
-            mask_rng.bit_generator.state = state["mask_rng"]
-            mixup_rng.bit_generator.state = state["mixup_rng"]
+            own = state if world.size == 1 else state["ranks"][world.rank]
+            torch.set_rng_state(own["torch_rng"])
+            mask_rng.bit_generator.state = own["mask_rng"]
+            mixup_rng.bit_generator.state = own["mixup_rng"]
             history, best_epoch, best_accuracy = (
                 state["history"],
                 state["best_epoch"],
@@ -229,6 +241,8 @@ def fit(
     fill = model.input_mean if model.standardises else None
     train_seconds, train_samples = 0.0, 0
     for epoch in range(start + 1, settings.epochs + 1):
+        if world.size > 1:
+            loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         model.train()
         began = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
@@ -240,7 +254,7 @@ def fit(
             if settings.mixup_alpha > 0:
                 x, targets, _ = mixup(x, y, model.n_classes, settings.mixup_alpha, mixup_rng)
             optimiser.zero_grad(set_to_none=True)
-            logits = model(x)
+            logits = net(x)
             loss = criterion(logits, targets)
             loss.backward()
             optimiser.step()
@@ -251,51 +265,68 @@ def fit(
             correct += int((logits.argmax(1) == dominant).sum())
             seen += len(y)
         train_seconds += time.perf_counter() - began
+        if world.size > 1:  # every rank's samples
+            total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
+            distributed.share_buffers(model)
         train_samples += seen
         record = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen}
         if scheduler is not None:
             record["train_lr"] = optimiser.param_groups[0]["lr"]
         if validation_set is not None and len(validation_set):
-            val_loss, val_accuracy = evaluate(model, validation_set, settings.batch_size, device)
+            val_loss, val_accuracy = _validate(
+                model, validation_set, settings.batch_size, device, world
+            )
             record.update(val_loss=val_loss, val_accuracy=val_accuracy)
         score = record.get("val_accuracy", record["train_accuracy"])
         if score > best_accuracy:
             best_epoch, best_accuracy = epoch, score
-            if averaged is None:
+            if averaged is None and world.is_main:
                 _atomic_save(model.state_dict(), best_path)
         if averaged is not None and epoch >= average_from:
             averaged.update_parameters(model)
         history.append(record)
-        _atomic_save(
-            {
-                "digest": digest,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "averaged": None if averaged is None else averaged.state_dict(),
-                "shuffle_state": shuffle.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "mask_rng": mask_rng.bit_generator.state,
-                "mixup_rng": mixup_rng.bit_generator.state,
-                "history": history,
-                "best_epoch": best_epoch,
-                "best": best_accuracy,
-            },
-            checkpoint_path,
-        )
+        random_states = {
+            "torch_rng": torch.get_rng_state(),
+            "mask_rng": mask_rng.bit_generator.state,
+            "mixup_rng": mixup_rng.bit_generator.state,
+        }
+        checkpoint = {
+            "digest": digest,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "averaged": None if averaged is None else averaged.state_dict(),
+            "shuffle_state": shuffle.get_state(),
+            **random_states,
+            "history": history,
+            "best_epoch": best_epoch,
+            "best": best_accuracy,
+        }
+        if world.size > 1:
+            checkpoint["ranks"] = distributed.gather(random_states)
+        if world.is_main:
+            _atomic_save(checkpoint, checkpoint_path)
+        if world.size > 1:
+            distributed.barrier()  # no rank runs ahead of the checkpoint it would resume from
         if log_epoch:
             log_epoch(record)
     has_validation = validation_set is not None and len(validation_set) > 0
     written_accuracy = best_accuracy if has_validation else None
     if averaged is not None:
         written = averaged.module
-        update_bn(DataLoader(train_set, batch_size=settings.batch_size), written, device)
-        _atomic_save(written.state_dict(), best_path)
-        if has_validation:
-            assert validation_set is not None
-            written_accuracy = evaluate(written, validation_set, settings.batch_size, device)[1]
-    checkpoint_path.unlink(missing_ok=True)  # only an unfinished run leaves one behind
+        if world.is_main:
+            update_bn(DataLoader(train_set, batch_size=settings.batch_size), written, device)
+            _atomic_save(written.state_dict(), best_path)
+            if has_validation:
+                assert validation_set is not None
+                written_accuracy = evaluate(written, validation_set, settings.batch_size, device)[1]
+        if world.size > 1:
+            written_accuracy = distributed.from_main(written_accuracy)
+    if world.is_main:
+        checkpoint_path.unlink(missing_ok=True)  # only an unfinished run leaves one behind
+    if world.size > 1:
+        train_seconds = distributed.max_over_ranks(train_seconds)
     return TrainOutcome(
         epochs_run=len(history),
         best_epoch=best_epoch,
@@ -309,11 +340,68 @@ def fit(
     )
 
 
+def _train_loader(
+    train_set: SegmentDataset,
+    settings: TrainParams,
+    seed: int,
+    shuffle: torch.Generator,
+    world: distributed.World,
+) -> DataLoader:
+    """Batches of the training rows: shuffled by ``shuffle`` (or class-balanced) in one
+    process; with N processes, this rank's share in batches of ``batch_size / N``."""
+    if world.size == 1:
+        sampler = (
+            balanced_sampler(train_set.labels, shuffle) if settings.balanced_sampling else None
+        )
+        batch_size = settings.batch_size
+    else:
+        sampler = distributed.distributed_sampler(
+            train_set.labels, settings.balanced_sampling, world, seed
+        )
+        batch_size = distributed.per_process_batch(settings.batch_size, world)
+    return DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=shuffle,
+        num_workers=settings.num_workers,
+        persistent_workers=settings.num_workers > 0,
+    )
+
+
+def _validate(
+    model: nn.Module,
+    dataset: SegmentDataset,
+    batch_size: int,
+    device: torch.device,
+    world: distributed.World,
+) -> tuple[float, float]:
+    """:func:`evaluate`; with N processes, each evaluates the same model on every N-th row
+    and all get the whole set's mean cross-entropy and accuracy."""
+    if world.size == 1:
+        return evaluate(model, dataset, batch_size, device)
+    mine = slice(world.rank, None, world.size)
+    share = SegmentDataset(dataset.path, dataset.rows[mine], dataset.labels[mine])
+    loss, correct = _evaluate_totals(model, share, batch_size, device)
+    loss, correct, n = distributed.sum_over_ranks(loss, correct, len(share))
+    return loss / n, correct / n
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, dataset: SegmentDataset, batch_size: int, device: torch.device | str = "cpu"
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``dataset`` (eval mode, no dropout)."""
+    total_loss, correct = _evaluate_totals(model, dataset, batch_size, device)
+    return total_loss / len(dataset), correct / len(dataset)
+
+
+@torch.no_grad()
+def _evaluate_totals(
+    model: nn.Module, dataset: SegmentDataset, batch_size: int, device: torch.device | str
+) -> tuple[float, int]:
+    """Summed cross-entropy and the count of correct rows (0, 0 for no rows)."""
     model.eval()
     total_loss, correct = 0.0, 0
     for x, y in DataLoader(dataset, batch_size=batch_size):
@@ -321,7 +409,7 @@ def evaluate(
         y = y.to(device)
         total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
-    return total_loss / len(dataset), correct / len(dataset)
+    return total_loss, correct
 
 
 @torch.no_grad()

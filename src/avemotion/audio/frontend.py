@@ -54,8 +54,8 @@ from avemotion.augment import add_white_noise, clip_rng
 from avemotion.clip_stage import ClipJob, ClipResult, ClipStage, clip_jobs, run_clip_stage
 from avemotion.errors import BadInputError
 from avemotion.h5store import clip_rows
-from avemotion.parallel import map_clip_batches
-from avemotion.params import Params, resolve_n_jobs
+from avemotion.parallel import Workers, map_clip_batches
+from avemotion.params import Params
 from avemotion.segments import SegmentParams
 
 STAGE = "build_spectrograms"
@@ -293,17 +293,18 @@ def build_audio_features(
 ) -> dict[str, Any]:
     """The audio stage: spectrogram rows for every clip of ``index`` into ``out_path``.
 
-    Clips are processed on ``n_jobs`` processes (default ``base.n_jobs``) and written in
+    Clips are processed on ``n_jobs`` processes (default ``base.n_jobs``; or on a Dask
+    cluster, ``base.backend``) and written in
     index order as they finish (:func:`avemotion.clip_stage.run_clip_stage`, which also
     says what happens when ``base.modalities`` has no audio). Returns the summary.
     """
     settings = FrontEndSettings.from_params(params)
     modalities = params.base.modalities
-    n_jobs = resolve_n_jobs(params.base.n_jobs if n_jobs is None else n_jobs)
+    workers = Workers.from_params(params.base, n_jobs)
     jobs = clip_jobs(index, "audio", augment=bool(settings.snr_db))
     worker = functools.partial(extract_clips, settings=settings)
     stage = ClipStage(STAGE, "audio", settings.spectrogram.item_shape, np.float32, settings.attrs())
-    results = map_clip_batches(worker, jobs, CLIPS_PER_TASK, n_jobs, desc="spectrograms")
+    results = map_clip_batches(worker, jobs, CLIPS_PER_TASK, workers, desc="spectrograms")
     return run_clip_stage(stage, modalities, len(index), results, out_path, rejects_path)
 
 

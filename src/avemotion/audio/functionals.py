@@ -62,8 +62,8 @@ from avemotion.augment import clip_rng
 from avemotion.clip_stage import ClipJob, ClipResult, ClipStage, clip_jobs, run_clip_stage
 from avemotion.errors import BadInputError
 from avemotion.h5store import clip_rows
-from avemotion.parallel import map_clips
-from avemotion.params import Params, resolve_n_jobs
+from avemotion.parallel import Workers, map_clips
+from avemotion.params import Params
 from avemotion.params.schema import FunctionalSet
 from avemotion.rejects import Reject, read_rejects, write_rejects
 from avemotion.segments import SegmentParams
@@ -274,16 +274,16 @@ def build_functionals(
     ``functionals.sets`` entry, the rejects of all of them into ``rejects_path``.
 
     Each table is one pass over the clips on ``n_jobs`` processes (default
-    ``base.n_jobs``) through :func:`avemotion.clip_stage.run_clip_stage`, which also
-    writes the empty tables of a run without audio. Decoding costs a few ms per clip next
-    to openSMILE's ~35 ms per 2 s segment, so the passes decode again rather than feed
-    several writers at once. Tables of sets no longer listed are removed. The report has
-    one line per table and rejected clip (``stage`` names the table). Returns each
-    table's summary by table name.
+    ``base.n_jobs``; or on a Dask cluster, ``base.backend``) through
+    :func:`avemotion.clip_stage.run_clip_stage`, which also writes the empty tables of a
+    run without audio. Decoding costs a few ms per clip next to openSMILE's ~35 ms per
+    2 s segment, so the passes decode again rather than feed several writers at once.
+    Tables of sets no longer listed are removed. The report has one line per table and
+    rejected clip (``stage`` names the table). Returns each table's summary by table name.
     """
     settings = FunctionalsSettings.from_params(params)
     modalities = params.base.modalities
-    n_jobs = resolve_n_jobs(params.base.n_jobs if n_jobs is None else n_jobs)
+    workers = Workers.from_params(params.base, n_jobs)
     jobs = clip_jobs(index, "audio", augment=bool(settings.snr_db))
     out_dir, rejects_path = Path(out_dir), Path(rejects_path)
     rejects_path.unlink(missing_ok=True)  # a killed run leaves no report
@@ -308,7 +308,7 @@ def build_functionals(
                 worker = functools.partial(
                     clip_functionals, settings=settings, set_name=set_name, level=level
                 )
-                results = map_clips(worker, jobs, n_jobs, desc=f"functionals {table}")
+                results = map_clips(worker, jobs, workers, desc=f"functionals {table}")
                 part = Path(tmp) / f"{table}.csv"
                 try:
                     summaries[table] = run_clip_stage(

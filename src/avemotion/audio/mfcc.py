@@ -31,8 +31,8 @@ from avemotion.audio.clips import clip_segments, next_power_of_two, samples_in
 from avemotion.clip_stage import ClipJob, ClipResult, ClipStage, clip_jobs, run_clip_stage
 from avemotion.errors import BadInputError
 from avemotion.h5store import clip_rows
-from avemotion.parallel import map_clips
-from avemotion.params import Params, resolve_n_jobs
+from avemotion.parallel import Workers, map_clips
+from avemotion.params import Params
 from avemotion.segments import SegmentParams
 
 STAGE = "build_mfcc"
@@ -155,8 +155,8 @@ def build_mfcc_features(
     attrs = {"stage": STAGE, "params": asdict(settings), "feature_names": settings.feature_names()}
     stage = ClipStage(STAGE, "audio", (settings.n_features,), np.float32, attrs)
     worker = functools.partial(clip_mfcc, settings=settings)
-    n_jobs = resolve_n_jobs(params.base.n_jobs if n_jobs is None else n_jobs)
-    results = map_clips(worker, clip_jobs(index, "audio", augment=False), n_jobs, desc="mfcc")
+    workers = Workers.from_params(params.base, n_jobs)
+    results = map_clips(worker, clip_jobs(index, "audio", augment=False), workers, desc="mfcc")
     return run_clip_stage(
         stage, params.base.modalities, len(index), results, out_path, rejects_path
     )

@@ -185,9 +185,10 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
 # --------------------------------------------------------------------------- per stage
 
 
-#: Keys any stage may read without declaring them: they change how fast a stage runs,
-#: never what it writes, so DVC must not rerun anything when they change.
-UNTRACKED = frozenset({"base.n_jobs"})
+#: Keys any stage may read without declaring them: they change how fast a stage runs (and
+#: where: local processes or a Dask cluster), never what it writes, so DVC must not rerun
+#: anything when they change.
+UNTRACKED = frozenset({"base.n_jobs", "base.backend", "base.dask_scheduler"})
 
 
 class UndeclaredParamError(RuntimeError):

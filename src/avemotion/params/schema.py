@@ -11,6 +11,7 @@ values: the modules that act on them read them from here.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -46,6 +47,7 @@ FusionInput = Literal["cnn", "egemaps", "compare"]
 Stacking = Literal["paper", "cross_fit"]
 TestFeatures = Literal["outer", "inner_mean"]
 ExportSystem = Literal["elm_svm", "elm_svm_crossfit", "late_fusion", "audio_cnn", "video_cnn"]
+ParallelBackend = Literal["processes", "dask"]  # where per-clip work runs (base.backend)
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -69,6 +71,8 @@ class BaseParams(Section):
     last_segment: LastSegment = "pad"
     min_segment_s: NonNegativeFloat = 1.0
     n_jobs: Annotated[int, Field(ge=-1)] = -1
+    backend: ParallelBackend = "processes"
+    dask_scheduler: str | None = None
     profile: str = "cpu"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -85,6 +89,24 @@ class BaseParams(Section):
         if value == 0:
             raise ValueError("0 processes cannot work: give a count >= 1, or -1 for all cores")
         return value
+
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _scheduler_is_an_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]+://\S+:\d+", value):
+            raise ValueError("give the address `dask scheduler` prints, as tcp://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _scheduler_needs_dask(self) -> BaseParams:
+        # a scheduler address that is silently ignored would leave a cluster idle and the
+        # work on this machine: say so instead
+        if self.dask_scheduler is not None and self.backend != "dask":
+            raise ValueError(
+                f"dask_scheduler={self.dask_scheduler!r} is only used with backend: dask "
+                f"(backend is {self.backend!r}); set backend: dask, or dask_scheduler: null"
+            )
+        return self
 
 
 class DemoParams(Section):
@@ -292,6 +314,19 @@ class TrainOverrides(Section):
     average_last: PositiveInt | None = None
 
 
+class DistributedParams(Section):
+    """``train.distributed:``, data-parallel training of the CNN branches (issue 14).
+
+    ``nproc`` processes on this machine share every batch (see :mod:`avemotion.distributed`);
+    1 trains in one process, exactly as without this section. ``backend`` is how they
+    talk: ``auto`` takes NCCL on CUDA and Gloo on the CPU. Not a per-branch key: both
+    branches train the same way.
+    """
+
+    nproc: PositiveInt = 1
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+
 class TrainParams(Section):
     """``train:``, SGD for both CNN branches (paper 3.2)."""
 
@@ -321,6 +356,7 @@ class TrainParams(Section):
         "audio": TrainOverrides(epochs=50),
     }
     init_weights: dict[Modality, str] = {}
+    distributed: DistributedParams = DistributedParams()
 
     def for_branch(self, modality: str) -> TrainParams:
         """These settings with ``by_modality[modality]``'s keys on top."""

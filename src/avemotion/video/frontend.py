@@ -28,9 +28,9 @@ import pandas as pd
 
 from avemotion.clip_stage import ClipJob, ClipResult, ClipStage, clip_jobs, run_clip_stage
 from avemotion.errors import BadInputError
-from avemotion.h5store import clip_rows
-from avemotion.parallel import map_clips
-from avemotion.params import Params, resolve_n_jobs
+from avemotion.h5store import KEYFRAMES_COMPRESSION, clip_rows
+from avemotion.parallel import Workers, map_clips
+from avemotion.params import Params
 from avemotion.params.schema import VideoParams
 from avemotion.segments import SegmentParams
 from avemotion.video.decode import DecodeStats, gray_frames
@@ -197,7 +197,8 @@ def extract_keyframes(
 ) -> dict[str, Any]:
     """Stage ``extract_keyframes``: every clip of ``index`` -> segment rows in ``out_path``.
 
-    Clips run in parallel on ``base.n_jobs`` processes and are written in index order as
+    Clips run in parallel on ``base.n_jobs`` processes (or on a Dask cluster,
+    ``base.backend``) and are written in index order as
     they finish (:func:`avemotion.clip_stage.run_clip_stage`). Returns the counts.
     """
     video = params.video
@@ -209,10 +210,10 @@ def extract_keyframes(
         "params": {"video": video.model_dump(), "base": asdict(segments)},
     }
     item_shape = (video.n_keyframes, video.keyframe_size, video.keyframe_size)
-    stage = ClipStage(KEYFRAMES_STAGE, "video", item_shape, np.uint8, attrs)
+    stage = ClipStage(KEYFRAMES_STAGE, "video", item_shape, np.uint8, attrs, KEYFRAMES_COMPRESSION)
     work = functools.partial(_extract_task, video=video, segments=segments)
-    n_jobs = resolve_n_jobs(params.base.n_jobs)
-    results = map_clips(work, clip_jobs(index, "video", augment=False), n_jobs, desc="keyframes")
+    workers = Workers.from_params(params.base)
+    results = map_clips(work, clip_jobs(index, "video", augment=False), workers, desc="keyframes")
     return run_clip_stage(
         stage, params.base.modalities, len(index), results, out_path, rejects_path
     )

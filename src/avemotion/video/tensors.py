@@ -20,9 +20,9 @@ import numpy as np
 
 from avemotion.augment import rotate_image
 from avemotion.errors import BadInputError
-from avemotion.h5store import SegmentWriter, read_attrs, read_meta
-from avemotion.parallel import map_clips
-from avemotion.params import Params, resolve_n_jobs
+from avemotion.h5store import VISUAL_TENSORS_COMPRESSION, SegmentWriter, read_attrs, read_meta
+from avemotion.parallel import Workers, map_clips
+from avemotion.params import Params
 from avemotion.params.schema import VideoParams
 from avemotion.splits import augment_mask
 from avemotion.video.texture import visual_channels
@@ -80,7 +80,7 @@ def build_visual_tensors(
     """
     video = params.video
     angles = tuple(params.augment.rotation_deg)
-    n_jobs = resolve_n_jobs(params.base.n_jobs)
+    workers = Workers.from_params(params.base)
     keyframes_path = Path(keyframes_path)
     if not keyframes_path.is_file():
         raise BadInputError("not found; run the extract_keyframes stage first", keyframes_path)
@@ -109,8 +109,10 @@ def build_visual_tensors(
     item_shape = (n_keyframes, video.input_size, video.input_size, 3)
     summary = {"segments": 0, "augmented": 0}
     work = functools.partial(_tensor_task, keyframes_path=str(keyframes_path), video=video)
-    with SegmentWriter(out_path, item_shape, np.dtype(video.dtype), attrs) as writer:
-        results = map_clips(work, tasks, n_jobs, desc="tensors")
+    with SegmentWriter(
+        out_path, item_shape, np.dtype(video.dtype), attrs, VISUAL_TENSORS_COMPRESSION
+    ) as writer:
+        results = map_clips(work, tasks, workers, desc="tensors")
         for task, tensors in zip(tasks, results, strict=True):
             rows = {column: list(values[task.start : task.stop]) for column, values in meta.items()}
             out_rows = {column: list(values) for column, values in rows.items()}

@@ -1,0 +1,298 @@
+"""Data-parallel CNN training (``train.distributed``): processes, their group, their shares.
+
+A CNN branch trains in one process (the paper's recipe, and the default), or in N
+processes that each take 1/N of every batch and average their gradients
+(:class:`~torch.nn.parallel.DistributedDataParallel`). The processes come from one of two
+launchers:
+
+- :func:`relaunch`: a stage run with ``train.distributed.nproc: N > 1`` starts N copies
+  of its own command line on this machine and waits for them. They meet through a file
+  (a :class:`~torch.distributed.FileStore` in a temporary folder) and talk over the
+  loopback interface, so no port is opened to the network; a failed copy stops the rest.
+  With ``nproc: 1`` nothing is started: no launcher's start-up cost, and the very code
+  path of single-process training.
+- ``torchrun``, started by the user (several machines, a cluster scheduler): its
+  ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR`` say where each process stands and
+  meet through its store (``env://``); ``nproc`` is then not used.
+
+:func:`process_group` joins the group either way; the rest are the few collective steps
+:func:`avemotion.training.fit` takes when there is more than one process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler, Sampler
+
+from avemotion.errors import BadInputError
+
+#: Set by :func:`relaunch` for its processes: the ``file://`` store they meet through.
+INIT_ENV = "AVEMOTION_DIST_INIT"
+#: Seconds between a failed process and the others being killed (they may be blocked in a
+#: collective step, waiting for the failed one).
+TERMINATE_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands: its ``rank`` among ``size`` processes (0 is the one that
+    writes files) and ``local_rank`` among this machine's (its GPU, on CUDA)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> World:
+        """The launcher's ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; one process without."""
+        env = os.environ
+        return cls(
+            int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+        )
+
+    @classmethod
+    def current(cls) -> World:
+        """The initialised process group, or one process when there is none."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return cls()
+        return cls(dist.get_rank(), World.from_env().local_rank, dist.get_world_size())
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun, :func:`relaunch`) started this process."""
+    return "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def relaunch(nproc: int) -> None:
+    """Run this process's command line as ``nproc`` processes, then exit with their status.
+
+    Returns at once (doing nothing) when ``nproc`` is 1 or a launcher started this
+    process, so a stage calls it first thing and carries on as one of the processes.
+    """
+    if nproc > 1 and not launched():
+        raise SystemExit(launch_local(nproc, [sys.executable, *sys.orig_argv[1:]]))
+
+
+def launch_local(nproc: int, command: Sequence[str], timeout_s: float | None = None) -> int:
+    """Start ``command`` as ranks 0..nproc-1 of one group on this machine; wait for all.
+
+    Each process gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and :data:`INIT_ENV` (a
+    fresh store file) and, unless already set, ``GLOO_SOCKET_IFNAME`` = the loopback
+    interface. Returns 0 when all succeed, else the first failure's exit status, after
+    stopping the others (which would wait in a collective step for ever). SIGTERM or
+    Ctrl-C stops them all too.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="avemotion-ddp-"))
+    env = {
+        **os.environ,
+        "WORLD_SIZE": str(nproc),
+        "LOCAL_WORLD_SIZE": str(nproc),
+        INIT_ENV: (folder / "store").as_uri(),
+    }
+    loopback = loopback_interface()
+    if loopback and "GLOO_SOCKET_IFNAME" not in env:
+        env["GLOO_SOCKET_IFNAME"] = loopback
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if in_main_thread else None
+    workers: list[subprocess.Popen] = []
+    try:
+        for rank in range(nproc):
+            ranked = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+            workers.append(subprocess.Popen(list(command), env=ranked))
+        return _wait_for(workers, timeout_s)
+    finally:
+        _stop(workers)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for(workers: list[subprocess.Popen], timeout_s: float | None) -> int:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        codes = [worker.poll() for worker in workers]
+        failed = [code for code in codes if code not in (None, 0)]
+        if failed:
+            return failed[0]
+        if all(code == 0 for code in codes):
+            return 0
+        if deadline is not None and time.monotonic() > deadline:
+            return 124
+        time.sleep(0.05)
+
+
+def _stop(workers: list[subprocess.Popen]) -> None:
+    running = [worker for worker in workers if worker.poll() is None]
+    for worker in running:
+        worker.terminate()
+    for worker in running:
+        try:
+            worker.wait(TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def loopback_interface() -> str | None:
+    """The loopback interface's name (``lo`` on Linux, ``lo0`` on macOS), if found."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except (AttributeError, OSError):
+        return None
+    return next((name for name in names if name.startswith("lo")), None)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``train.distributed.backend``: ``auto`` is NCCL on CUDA, else Gloo."""
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise BadInputError(
+            "train.distributed.backend is nccl, which needs CUDA, but training runs on the "
+            "CPU: use backend gloo (or auto), or base.device cuda"
+        )
+    return backend
+
+
+@contextmanager
+def process_group(backend: str, device: torch.device) -> Iterator[tuple[World, torch.device]]:
+    """Join the launcher's process group for the block, and the device this rank uses
+    (``cuda:<local_rank>`` on CUDA); with one process, no group and ``device`` itself."""
+    world = World.from_env()
+    if world.size == 1:
+        yield world, device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    init = os.environ.get(INIT_ENV)
+    backend = resolve_backend(backend, device)
+    if init:  # started by relaunch: meet through its store file
+        dist.init_process_group(backend, init_method=init, rank=world.rank, world_size=world.size)
+    else:  # torchrun's env://
+        dist.init_process_group(backend)
+    try:
+        yield World.current(), device
+    finally:
+        dist.destroy_process_group()
+
+
+def per_process_batch(batch_size: int, world: World) -> int:
+    """``train.batch_size`` is the global batch (the paper's): each of the ``world.size``
+    processes takes an equal share of it, so it must divide evenly."""
+    if batch_size % world.size:
+        raise BadInputError(
+            f"train.batch_size {batch_size} is the batch of all {world.size} processes "
+            "together and must divide evenly among them: choose a multiple of "
+            f"{world.size}, or another process count"
+        )
+    return batch_size // world.size
+
+
+def rank_seed(seed: int, world: World) -> int:
+    """A seed of this rank's own for dropout and recipe draws, from ``base.seed``."""
+    return int(np.random.SeedSequence((seed, world.rank)).generate_state(1)[0])
+
+
+class BalancedDistributedSampler(Sampler[int]):
+    """Class-balanced sampling (:func:`avemotion.recipes.balanced_sampler`) shared by the
+    processes: every rank draws the same epoch's rows (seeded by ``seed`` and the epoch,
+    as :class:`~torch.utils.data.DistributedSampler` shuffles) and keeps every
+    ``world.size``-th from its rank on, so the shares are disjoint and equal in length."""
+
+    def __init__(self, labels: np.ndarray, world: World, seed: int):
+        labels = np.asarray(labels, dtype=np.int64)
+        counts = np.bincount(labels)
+        self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
+        self.world, self.seed, self.epoch = world, seed, 0
+        self.n_per_rank = -(-len(labels) // world.size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = self.n_per_rank * self.world.size
+        drawn = torch.multinomial(self.weights, total, replacement=True, generator=generator)
+        return iter(drawn[self.world.rank :: self.world.size].tolist())
+
+    def __len__(self) -> int:
+        return self.n_per_rank
+
+
+def distributed_sampler(
+    labels: np.ndarray, balanced: bool, world: World, seed: int
+) -> DistributedSampler | BalancedDistributedSampler:
+    """This rank's share of the training rows, reshuffled by ``set_epoch`` every epoch."""
+    if balanced:
+        return BalancedDistributedSampler(labels, world, seed)
+    return DistributedSampler(
+        range(len(labels)), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed
+    )
+
+
+def sum_over_ranks(*values: float) -> list[float]:
+    """Each value summed over all processes (float64)."""
+    total = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def max_over_ranks(value: float) -> float:
+    """The largest of every process's ``value``."""
+    largest = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return float(largest)
+
+
+def share_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, so that all of them
+    evaluate, and would resume, the same model (DDP keeps parameters equal, but every
+    rank's last batch updates its own statistics)."""
+    for buffer in model.buffers():
+        dist.broadcast(buffer, 0)
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order, on every rank."""
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's ``value`` (picklable) on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait until every process gets here."""
+    dist.barrier()
