@@ -26,12 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pandas as pd
 
 from avemotion.audio.frontend import build_audio_features
 from avemotion.demo import generate_demo
+from avemotion.h5store import table_differences
 from avemotion.index import build_index
 from avemotion.parallel import Workers, map_clips
 from avemotion.params import Params, load_params
@@ -77,29 +76,6 @@ def run_stages(index: pd.DataFrame, params: Params, out: Path) -> dict[str, floa
     return seconds
 
 
-def differences(first: Path, second: Path) -> list[str]:
-    """What differs between two HDF5 tables: dataset names, arrays, attributes."""
-    found = []
-    with h5py.File(first) as one, h5py.File(second) as other:
-        names: list[str] = []
-        one.visit(names.append)
-        seen: list[str] = []
-        other.visit(seen.append)
-        if names != seen:
-            return [f"datasets {names} vs {seen}"]
-        for name in names:
-            if isinstance(one[name], h5py.Dataset):
-                a, b = one[name][()], other[name][()]
-                if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b):
-                    found.append(name)
-        for key in sorted(set(one.attrs) | set(other.attrs)):
-            if key not in one.attrs or key not in other.attrs:
-                found.append(f"attr {key}")
-            elif not np.array_equal(one.attrs[key], other.attrs[key]):
-                found.append(f"attr {key}")
-    return found
-
-
 def cluster_start_s(n_jobs: int) -> float:
     """Seconds to start a LocalCluster, run two trivial tasks and close it."""
     start = time.perf_counter()
@@ -129,7 +105,7 @@ def main() -> None:
         print("|---|---|---|---|")
         tables = {"spectrograms": "audio.h5", "keyframes": "keyframes.h5", "tensors": "video.h5"}
         for stage, table in tables.items():
-            found = differences(scratch / "processes" / table, scratch / "dask" / table)
+            found = table_differences(scratch / "processes" / table, scratch / "dask" / table)
             times = " | ".join(f"{seconds[b][stage]:.1f}" for b in BACKENDS)
             print(f"| {stage} | {times} | {'yes' if not found else 'NO: ' + ', '.join(found)} |")
         for rejects in ("audio_rejects.csv", "keyframes_rejects.csv"):

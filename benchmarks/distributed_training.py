@@ -24,11 +24,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import yaml
 
-from avemotion.h5store import SegmentWriter
+from avemotion.h5store import SegmentWriter, clip_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,21 +44,15 @@ def random_table(path: Path, n_speakers: int = 8, clips: int = 12, seed: int = 0
                 label = c % 4
                 x = rng.normal(size=(2, 30, 100, 3)).astype(np.float32)
                 x[:, 6 * label : 6 * label + 5] += 1.0
-                writer.append(
-                    x,
-                    {
-                        "clip_id": [f"s{s}c{c}"] * 2,
-                        "segment": [0, 1],
-                        "start_s": [0.0, 2.0],
-                        "speaker": [f"s{s}"] * 2,
-                        "gender": ["male" if s % 2 else "female"] * 2,
-                        "emotion": [["neutral", "happy", "sad", "angry"][label]] * 2,
-                        "label": [label] * 2,
-                        "fold": [s % 4] * 2,
-                        "augmented": [False, False],
-                        "augmentation": ["", ""],
-                    },
+                clip = SimpleNamespace(
+                    clip_id=f"s{s}c{c}",
+                    speaker=f"s{s}",
+                    gender="male" if s % 2 else "female",
+                    emotion=["neutral", "happy", "sad", "angry"][label],
+                    label=label,
+                    fold=s % 4,
                 )
+                writer.append(x, clip_rows(clip, [0, 1], [0.0, 2.0]))
 
 
 def run(

@@ -13,12 +13,12 @@ import os
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pandas as pd
 import pytest
 
 from avemotion.audio.frontend import build_audio_features
 from avemotion.demo import generate_demo
+from avemotion.h5store import table_differences
 from avemotion.index import build_index
 from avemotion.parallel import IN_FLIGHT_PER_JOB, Workers, map_clip_batches, map_clips
 from avemotion.params import Params, validate_params
@@ -99,20 +99,7 @@ def demo_index(tmp_path_factory) -> pd.DataFrame:
 def assert_same_table(first: Path, second: Path) -> None:
     """Every dataset equal array for array (values, dtype, shape) and every file attribute
     equal: the tables hold no timings."""
-    with h5py.File(first) as one, h5py.File(second) as other:
-        names: list[str] = []
-        one.visit(names.append)
-        seen: list[str] = []
-        other.visit(seen.append)
-        assert names == seen
-        for name in names:
-            if isinstance(one[name], h5py.Dataset):
-                a, b = one[name][()], other[name][()]
-                assert a.dtype == b.dtype and a.shape == b.shape, name
-                np.testing.assert_array_equal(a, b, err_msg=name)
-        assert sorted(one.attrs) == sorted(other.attrs)
-        for key in one.attrs:
-            np.testing.assert_array_equal(one.attrs[key], other.attrs[key], err_msg=key)
+    assert table_differences(first, second) == []
 
 
 def assert_same_rejects(first: Path, second: Path) -> list:

@@ -262,12 +262,17 @@ def on_video_segments(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Keep the rows whose segment the video table (its meta) also has among its original
     rows; returns those rows, their scores and how many rows had no video."""
-    originals = pd.MultiIndex.from_arrays(
-        [video["clip_id"][~video["augmented"]], video["segment"][~video["augmented"]]]
-    )
     wanted = pd.MultiIndex.from_arrays([meta["clip_id"][rows], meta["segment"][rows]])
-    kept = wanted.isin(originals)
+    kept = wanted.isin(original_rows(video).index)
     return rows[kept], probs[kept], int((~kept).sum())
+
+
+def original_rows(meta: dict[str, np.ndarray]) -> pd.Series:
+    """The row number of each original (not augmented) segment of a table, indexed by
+    (clip_id, segment)."""
+    original = ~np.asarray(meta["augmented"], dtype=bool)
+    keys = pd.MultiIndex.from_arrays([meta["clip_id"][original], meta["segment"][original]])
+    return pd.Series(np.flatnonzero(original), index=keys)
 
 
 def run_mfcc_video_late(
@@ -289,10 +294,7 @@ def run_mfcc_video_late(
             for part, path in out.items()
         }
     table = read_branch(video, "video")
-    originals = pd.DataFrame({"clip_id": table.meta["clip_id"], "segment": table.meta["segment"]})[
-        ~table.meta["augmented"]
-    ]
-    by_segment = pd.Series(originals.index.to_numpy(), pd.MultiIndex.from_frame(originals))
+    by_segment = original_rows(table.meta)
     written = {}
     for part, path in audio.items():
         scores = read_predictions(path)

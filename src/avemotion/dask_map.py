@@ -26,15 +26,18 @@ they need the same package version and the media under the same path.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import itertools
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from avemotion.errors import BadInputError
-from avemotion.parallel import IN_FLIGHT_PER_JOB, Workers, _single_threaded_worker
+from avemotion.parallel import (
+    IN_FLIGHT_PER_JOB,
+    Workers,
+    _single_threaded_worker,
+    in_order_window,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -60,23 +63,13 @@ def dask_ordered_map(function: Callable[[T], R], items: list[T], workers: Worker
     consumer stops early (an error while writing) are cancelled.
     """
     with _client(workers) as (client, slots):
-        window: collections.deque = collections.deque()
-        pending = iter(items)
-
-        def submit(item: T) -> None:
-            window.append(client.submit(_on_one_thread, function, item, pure=False))
-
-        try:
-            for item in itertools.islice(pending, IN_FLIGHT_PER_JOB * slots):
-                submit(item)
-            while window:
-                result = window.popleft().result()
-                for item in itertools.islice(pending, 1):
-                    submit(item)
-                yield result
-        finally:
-            if window:
-                client.cancel(list(window))
+        yield from in_order_window(
+            lambda item: client.submit(_on_one_thread, function, item, pure=False),
+            lambda future: future.result(),
+            items,
+            IN_FLIGHT_PER_JOB * slots,
+            cancel=client.cancel,
+        )
 
 
 def _on_one_thread(function: Callable[[T], R], item: T) -> R:

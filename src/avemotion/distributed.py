@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler, Sampler
 
 from avemotion.errors import BadInputError
+from avemotion.recipes import balanced_weights
 
 #: Set by :func:`relaunch` for its processes: the ``file://`` store they meet through.
 INIT_ENV = "AVEMOTION_DIST_INIT"
@@ -227,9 +228,7 @@ class BalancedDistributedSampler(Sampler[int]):
     ``world.size``-th from its rank on, so the shares are disjoint and equal in length."""
 
     def __init__(self, labels: np.ndarray, world: World, seed: int):
-        labels = np.asarray(labels, dtype=np.int64)
-        counts = np.bincount(labels)
-        self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
+        self.weights = balanced_weights(labels)
         self.world, self.seed, self.epoch = world, seed, 0
         self.n_per_rank = -(-len(labels) // world.size)
 

@@ -270,3 +270,28 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         raw = {k: v.decode() if isinstance(v, bytes) else v for k, v in handle.attrs.items()}
     yaml_keys = set(yaml.safe_load(raw.pop(_YAML_KEYS, "[]")) or [])
     return {k: yaml.safe_load(v) if k in yaml_keys else v for k, v in raw.items()}
+
+
+def table_differences(first: str | Path, second: str | Path) -> list[str]:
+    """What differs between two HDF5 files: the list of groups and datasets, any
+    dataset's values, dtype or shape, any file attribute. Empty when they hold the same
+    (how two runs of a stage, on two backends say, are compared)."""
+    with h5py.File(first, "r") as one, h5py.File(second, "r") as other:
+        names: list[str] = []
+        one.visit(names.append)
+        seen: list[str] = []
+        other.visit(seen.append)
+        if names != seen:
+            return [f"datasets {names} vs {seen}"]
+        found = []
+        for name in names:
+            if isinstance(one[name], h5py.Dataset):
+                a, b = one[name][()], other[name][()]
+                if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b):
+                    found.append(name)
+        for key in sorted(set(one.attrs) | set(other.attrs)):
+            if key not in one.attrs or key not in other.attrs:
+                found.append(f"attr {key}")
+            elif not np.array_equal(one.attrs[key], other.attrs[key]):
+                found.append(f"attr {key}")
+    return found

@@ -131,6 +131,35 @@ def map_clip_batches(
             progress.update(len(batch))
 
 
+def in_order_window(
+    start: Callable[[T], Any],
+    finish: Callable[[Any], R],
+    items: Iterable[T],
+    size: int,
+    cancel: Callable[[list[Any]], Any] | None = None,
+) -> Iterator[R]:
+    """Yield ``finish(start(item))`` for every item, in order, with at most ``size``
+    tasks started and not yet taken: a slow consumer holds that many results at most.
+
+    ``start`` submits an item to some executor and returns its handle (a pool's
+    ``AsyncResult``, a Dask future); ``finish`` waits for a handle's result. Tasks still
+    waiting when the consumer stops early go to ``cancel``, when given.
+    """
+    window: collections.deque = collections.deque()
+    pending = iter(items)
+    try:
+        for item in itertools.islice(pending, size):
+            window.append(start(item))
+        while window:
+            result = finish(window.popleft())
+            for item in itertools.islice(pending, 1):
+                window.append(start(item))
+            yield result
+    finally:
+        if window and cancel is not None:
+            cancel(list(window))
+
+
 def _ordered_map(function: Callable[[T], R], items: list[T], workers: int | Workers) -> Iterator[R]:
     """``function`` over ``items`` in order: on a Dask cluster when ``workers`` says so;
     else here for one process or item, and on a fork pool for more."""
@@ -155,14 +184,11 @@ def _ordered_map(function: Callable[[T], R], items: list[T], workers: int | Work
             # a bounded window of tasks in flight, not pool.imap: imap lets the workers
             # run ahead of a slower consumer (a stage writing HDF5), and every result
             # they finish waits in memory until it is taken
-            waiting: collections.deque = collections.deque()
-            pending = iter(items)
-            for item in itertools.islice(pending, IN_FLIGHT_PER_JOB * n_jobs):
-                waiting.append(pool.apply_async(function, (item,)))
-            while waiting:
-                result = waiting.popleft().get()
-                for item in itertools.islice(pending, 1):
-                    waiting.append(pool.apply_async(function, (item,)))
-                yield result
+            yield from in_order_window(
+                lambda item: pool.apply_async(function, (item,)),
+                lambda task: task.get(),
+                items,
+                IN_FLIGHT_PER_JOB * n_jobs,
+            )
     finally:
         cv2.setNumThreads(opencv_threads)

@@ -165,10 +165,15 @@ def mixup(
     return mixed, targets, lam
 
 
-def balanced_sampler(labels: np.ndarray, generator: torch.Generator) -> WeightedRandomSampler:
-    """Draw as many rows per epoch as there are, with replacement, each row weighted by
-    1 / (its class's row count), so every class is drawn about equally often."""
+def balanced_weights(labels: np.ndarray) -> torch.Tensor:
+    """Each row's draw weight, 1 / (its class's row count), so every class is drawn about
+    equally often; float64, one per row."""
     labels = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(labels)
-    weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
-    return WeightedRandomSampler(weights, len(labels), replacement=True, generator=generator)
+    return torch.as_tensor(1.0 / np.bincount(labels)[labels], dtype=torch.float64)
+
+
+def balanced_sampler(labels: np.ndarray, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw as many rows per epoch as there are, with replacement, weighted by
+    :func:`balanced_weights`."""
+    weights = balanced_weights(labels)
+    return WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)

@@ -244,22 +244,21 @@ def reproducible_skops(estimator: Any) -> bytes:
     packed = zipfile.ZipFile(io.BytesIO(skops.io.dumps(estimator)))
     schema = json.loads(packed.read("schema.json"))
     renumbered: dict[int, int] = {}
+    renamed: dict[str, str] = {}  # array file in skops' zip -> its name here
+    arrays = set(packed.namelist())
 
     def renumber(node: Any) -> Any:
         if isinstance(node, dict):
             if "__id__" in node:
                 node["__id__"] = renumbered.setdefault(node["__id__"], len(renumbered))
-            if isinstance(node.get("file"), str) and node["file"] in packed.namelist():
-                node["file"] = f"{node['__id__']:06d}.npy"
+            if isinstance(node.get("file"), str) and node["file"] in arrays:
+                node["file"] = renamed.setdefault(node["file"], f"{node['__id__']:06d}.npy")
             return {key: renumber(value) for key, value in node.items()}
         if isinstance(node, list):
             return [renumber(value) for value in node]
         return node
 
-    old_files = _array_files(schema)
     schema = renumber(schema)
-    new_files = _array_files(schema)
-    renamed = dict(zip(old_files, new_files, strict=True))
     epoch = (1980, 1, 1, 0, 0, 0)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as repacked:
@@ -267,16 +266,6 @@ def reproducible_skops(estimator: Any) -> bytes:
             repacked.writestr(zipfile.ZipInfo(new, date_time=epoch), packed.read(old))
         repacked.writestr(zipfile.ZipInfo("schema.json", date_time=epoch), json.dumps(schema))
     return out.getvalue()
-
-
-def _array_files(schema: Any) -> list[str]:
-    """Every ``file`` a skops schema names, in the order a depth-first walk meets them."""
-    if isinstance(schema, dict):
-        own = [schema["file"]] if isinstance(schema.get("file"), str) else []
-        return own + [name for value in schema.values() for name in _array_files(value)]
-    if isinstance(schema, list):
-        return [name for value in schema for name in _array_files(value)]
-    return []
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
