@@ -10,7 +10,8 @@ beside it while training runs), the run's metrics (with training samples per sec
 `--metrics` and the per-epoch curves to `--live` (dvclive). The paths come from dvc.yaml.
 The work is :func:`avemotion.branch.train_branch`.
 
-With `train.distributed` `nproc: N > 1` the script starts N copies of itself on this
+With `train.distributed` `nproc: N > 1` (or the branch's own,
+`train.by_modality.<branch>.distributed`) the script starts N copies of itself on this
 machine and waits for them (:func:`avemotion.distributed.relaunch`): data-parallel
 training, every copy on 1/N of each batch, rank 0 alone writing the files above. It
 does not go through torchrun for this: torchrun's stores listen on every network
@@ -68,7 +69,8 @@ def log_epoch_to(live: Live) -> Callable[[dict[str, float]], None]:
 def main() -> None:
     args = arguments()
     params = stage_params(args.stage)
-    relaunch(params.train.distributed.nproc)  # from here on: one of the processes it starts
+    # from here on: one of the processes it starts (the branch's own nproc, if it has one)
+    relaunch(params.train.for_branch(args.modality).distributed.nproc)
     run = (params, args.modality, args.fold, args.table, args.model, args.metrics)
     if not World.from_env().is_main:  # trains its share of every batch, writes nothing
         train_branch(*run)

@@ -42,7 +42,8 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     params = stage_params("train_inner")
-    relaunch(params.train.distributed.nproc)  # from here on: one of the processes it starts
+    # from here on: one of the processes it starts (the branch's own nproc, if it has one)
+    relaunch(params.train.for_branch(args.modality).distributed.nproc)
     summary = run_train_inner(
         params,
         args.modality,

@@ -29,6 +29,7 @@ from avemotion.distributed import (
     World,
     launch_local,
     per_process_batch,
+    process_group,
     resolve_backend,
 )
 from avemotion.errors import BadInputError
@@ -63,9 +64,11 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def params_tree(nproc: int) -> dict:
+def params_tree(nproc: int, for_audio_only: bool = False) -> dict:
     """Batch norm, balanced sampling, time masks and weight averaging on: every step that
-    differs between one process and several."""
+    differs between one process and several. ``for_audio_only`` sets ``nproc`` as the
+    audio branch's own (``by_modality.audio.distributed``) over a global 1."""
+    distributed = {"nproc": nproc, "backend": "gloo"}
     return {
         "base": {"seed": 3, "profile": "tiny", "device": "cpu"},
         "data": {"classes": CLASSES},
@@ -76,11 +79,11 @@ def params_tree(nproc: int) -> dict:
             "lr": 0.01,
             "threads": 1,
             "validation_fraction": 0.25,
-            "by_modality": {},
+            "by_modality": {"audio": {"distributed": distributed}} if for_audio_only else {},
             "balanced_sampling": True,
             "time_masks": 1,
             "average_last": 2,
-            "distributed": {"nproc": nproc, "backend": "gloo"},
+            "distributed": {"nproc": 1, "backend": "gloo"} if for_audio_only else distributed,
         },
     }
 
@@ -92,10 +95,10 @@ def table(tmp_path_factory) -> Path:
     return path
 
 
-def project(folder: Path, nproc: int) -> Path:
+def project(folder: Path, nproc: int, for_audio_only: bool = False) -> Path:
     """A folder the stage can run in: its params.yaml and the repository's dvc.yaml."""
     folder.mkdir(parents=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params_tree(nproc)))
+    (folder / "params.yaml").write_text(yaml.safe_dump(params_tree(nproc, for_audio_only)))
     shutil.copy(REPO / "dvc.yaml", folder / "dvc.yaml")
     return folder
 
@@ -124,8 +127,9 @@ def curve(folder: Path, name: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory, table) -> Path:
-    """One uninterrupted 2-process training."""
-    folder = project(tmp_path_factory.mktemp("ddp") / "whole", nproc=2)
+    """One uninterrupted 2-process training, the audio branch's own setting (the killed
+    run below sets it for both branches and must end on the same weights)."""
+    folder = project(tmp_path_factory.mktemp("ddp") / "whole", nproc=2, for_audio_only=True)
     done = run_stage(folder, table)
     assert done.returncode == 0, done.stderr
     return folder
@@ -175,6 +179,31 @@ def test_one_process_trains_exactly_as_train_branch_does(tmp_path, table):
     )
     assert metrics["processes"] == 1
     assert same_weights(weights(folder), torch.load(here / "best.pt", weights_only=True))
+
+
+def test_a_branch_may_train_with_its_own_process_count():
+    """``by_modality.video.distributed`` replaces the whole section for video only; a
+    branch without one keeps the global setting."""
+    tree = params_tree(nproc=1)
+    tree["train"]["by_modality"] = {"video": {"threads": 1, "distributed": {"nproc": 2}}}
+    train = validate_params(tree).train
+    video, audio = train.for_branch("video"), train.for_branch("audio")
+    assert (video.distributed.nproc, video.distributed.backend, video.threads) == (2, "auto", 1)
+    assert audio.distributed == train.distributed and audio.distributed.backend == "gloo"
+    tree["train"]["by_modality"]["video"]["distributed"] = {"nproc": 0}
+    with pytest.raises(BadInputError, match="by_modality.video.distributed.nproc"):
+        validate_params(tree)
+
+
+def test_more_processes_than_gpus_stop_with_a_message(monkeypatch):
+    """Two processes on one GPU would fail inside NCCL; the stage says what to change."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(BadInputError, match="1 CUDA device"):
+        with process_group("auto", torch.device("cuda")):
+            pass
 
 
 def test_a_failed_process_stops_the_others():

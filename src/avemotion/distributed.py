@@ -190,6 +190,13 @@ def process_group(backend: str, device: torch.device) -> Iterator[tuple[World, t
         yield world, device
         return
     if device.type == "cuda":
+        if world.local_rank >= torch.cuda.device_count():
+            raise BadInputError(
+                f"{world.size} training processes on this machine, but it has "
+                f"{torch.cuda.device_count()} CUDA device(s): one process per GPU. Set the "
+                "branch's train.distributed.nproc (or train.by_modality.<branch>.distributed) "
+                "to the number of GPUs, or base.device: cpu"
+            )
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     init = os.environ.get(INIT_ENV)

@@ -289,6 +289,21 @@ class ModelsParams(Section):
         return {"cpu": self.cpu, "paper": self.paper, **(self.model_extra or {})}
 
 
+class DistributedParams(Section):
+    """``train.distributed:``, data-parallel training of the CNN branches (issue 14).
+
+    ``nproc`` processes on this machine share every batch (see :mod:`avemotion.distributed`);
+    1 trains in one process, exactly as without this section. ``backend`` is how they
+    talk: ``auto`` takes NCCL on CUDA and Gloo on the CPU. A branch may have its own
+    (``train.by_modality.video.distributed``, replacing the whole section): on 2 CPU
+    cores the 3D-CNN trains 1.5x faster as two single-threaded processes, while the
+    audio CNN's small steps are slower that way.
+    """
+
+    nproc: PositiveInt = 1
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+
 class TrainOverrides(Section):
     """``train.by_modality.<branch>``: any ``train:`` key, for one branch only."""
 
@@ -312,19 +327,7 @@ class TrainOverrides(Section):
     freq_mask_bands: NonNegativeInt | None = None
     balanced_sampling: bool | None = None
     average_last: PositiveInt | None = None
-
-
-class DistributedParams(Section):
-    """``train.distributed:``, data-parallel training of the CNN branches (issue 14).
-
-    ``nproc`` processes on this machine share every batch (see :mod:`avemotion.distributed`);
-    1 trains in one process, exactly as without this section. ``backend`` is how they
-    talk: ``auto`` takes NCCL on CUDA and Gloo on the CPU. Not a per-branch key: both
-    branches train the same way.
-    """
-
-    nproc: PositiveInt = 1
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    distributed: DistributedParams | None = None
 
 
 class TrainParams(Section):
@@ -352,7 +355,9 @@ class TrainParams(Section):
     balanced_sampling: bool = False
     average_last: PositiveInt = 1
     by_modality: dict[Modality, TrainOverrides] = {
-        "video": TrainOverrides(lr=0.003),
+        "video": TrainOverrides(
+            lr=0.003, epochs=20, threads=1, distributed=DistributedParams(nproc=2)
+        ),
         "audio": TrainOverrides(epochs=50),
     }
     init_weights: dict[Modality, str] = {}
@@ -361,7 +366,7 @@ class TrainParams(Section):
     def for_branch(self, modality: str) -> TrainParams:
         """These settings with ``by_modality[modality]``'s keys on top."""
         overrides = self.by_modality.get(modality)  # type: ignore[call-overload]
-        given = {} if overrides is None else overrides.model_dump(exclude_none=True)
+        given = {} if overrides is None else {k: v for k, v in overrides if v is not None}
         return self.model_copy(update=given)
 
 
