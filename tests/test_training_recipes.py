@@ -393,3 +393,26 @@ def merged_params(preset: str) -> Params:
 def test_every_recipe_is_off_in_the_paper_presets(preset, modality):
     settings = merged_params(preset).train.for_branch(modality)
     assert {key: getattr(settings, key) for key in OFF} == OFF
+
+
+def test_training_rows_are_decoded_once_within_a_bounded_cache(tmp_path, monkeypatch):
+    """SegmentDataset keeps decoded rows up to ROW_CACHE_BYTES and reads the rest from the
+    file each time; either way a row is the table's row, and changing a returned tensor
+    does not change the next read."""
+    import avemotion.training as training
+
+    path = tmp_path / "audio.h5"
+    write_table(path, AUDIO_SHAPE)
+    row_bytes = int(np.prod(AUDIO_SHAPE)) * 4
+    monkeypatch.setattr(training, "ROW_CACHE_BYTES", 5 * row_bytes)
+    rows = np.arange(12)
+    dataset = SegmentDataset(path, rows, np.zeros(12))
+    with h5py.File(path, "r") as handle:
+        expected = [channels_first(handle["x"][row][None])[0] for row in rows]
+    for _ in range(2):  # the second pass: 5 rows from memory, 7 from the file
+        for i, row in enumerate(rows):
+            x, _ = dataset[i]
+            torch.testing.assert_close(x, expected[row], rtol=0, atol=0)
+            x.add_(1.0)
+    assert sorted(dataset._decoded) == [0, 1, 2, 3, 4]
+    assert dataset._decoded_bytes == 5 * row_bytes

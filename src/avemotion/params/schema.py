@@ -296,7 +296,7 @@ class DistributedParams(Section):
     1 trains in one process, exactly as without this section. ``backend`` is how they
     talk: ``auto`` takes NCCL on CUDA and Gloo on the CPU. A branch may have its own
     (``train.by_modality.video.distributed``, replacing the whole section): on 2 CPU
-    cores the 3D-CNN trains 1.5x faster as two single-threaded processes, while the
+    cores the 3D-CNN trains 1.3x faster as two single-threaded processes, while the
     audio CNN's small steps are slower that way.
     """
 
