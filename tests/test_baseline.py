@@ -20,7 +20,7 @@ from avemotion.baseline import (
     run_mfcc_video_late,
 )
 from avemotion.errors import BadInputError
-from avemotion.evaluation import read_predictions
+from avemotion.evaluation import read_predictions, write_predictions
 from avemotion.h5store import SegmentWriter, read_attrs, read_meta
 from avemotion.index import INDEX_COLUMNS
 from avemotion.media import probe
@@ -134,6 +134,21 @@ def test_video_only_run_writes_header_only_baseline_tables(tmp_path) -> None:
     assert summary["written"] == {
         part: dict.fromkeys(FEATURE_SYSTEMS.values(), 0) for part in ("test", "validation")
     }
+
+
+def test_audio_only_late_tables_take_the_class_count_of_the_mfcc_svm(tmp_path) -> None:
+    """With data.classes null only the MFCC-SVM's tables know the run's classes (8 on
+    RAVDESS): the header-only late-fusion tables of an audio-only run must have as many
+    columns, or evaluate refuses them."""
+    paths = paths_in(tmp_path)
+    params = validate_params({"base": {"modalities": ["audio"]}, "data": {"classes": None}})
+    for folder in (paths.predictions, paths.validation):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_predictions(folder / "mfcc_svm.csv", ["c0"], [0], [5], np.full((1, 8), 0.125))
+    written = run_mfcc_video_late(params, *late_paths(paths, paths.video))
+    assert written == {"test": 0, "validation": 0}
+    for folder in (paths.predictions, paths.validation):
+        assert read_predictions(folder / f"{LATE_SYSTEM}.csv", 8).empty
 
 
 def late_paths(paths: BaselinePaths, video) -> tuple[dict, object, dict]:

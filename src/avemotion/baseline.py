@@ -19,6 +19,7 @@ beside the test predictions, so every baseline has a validation score.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,12 +286,13 @@ def run_mfcc_video_late(
     the fold's video FC-feature table and ``out`` maps each part to the table to write.
     Every audio row is paired with the video CNN's probabilities of its segment (original
     rows, not rotated copies). Without both branches in ``base.modalities`` the tables
-    are header-only. Returns the rows written per part.
+    are header-only, with the MFCC-SVM table's class columns (with ``data.classes: null``
+    only that table knows how many classes the run has). Returns the rows written per
+    part.
     """
-    width = n_classes_of(params.data.classes, np.array([0]))
     if set(params.base.modalities) != {"audio", "video"}:
         return {
-            part: write_predictions(path, [], [], [], np.zeros((0, width)))
+            part: write_predictions(path, [], [], [], np.zeros((0, _n_class_columns(audio[part]))))
             for part, path in out.items()
         }
     table = read_branch(video, "video")
@@ -311,3 +313,9 @@ def run_mfcc_video_late(
             out[part], scores["clip_id"], scores["segment"], scores["label"], late
         )
     return written
+
+
+def _n_class_columns(predictions: Path) -> int:
+    """How many class-score columns (``p0``, ``p1``, ...) a prediction table has."""
+    columns = read_predictions(predictions).columns
+    return sum(re.fullmatch(r"p\d+", column) is not None for column in columns)
