@@ -7,9 +7,10 @@
         --out-validation data/validation/fold0/mfcc_svm_video_late.csv
 
 Reads the MFCC-SVM's test and validation predictions (stage fit_baseline), the fold's
-video FC-feature table (its class probabilities) and params `base.modalities`,
-`data.classes`; writes the mean of the two branches' probabilities per segment, for the
-test fold and the validation speakers (header-only tables when the run lacks a branch).
+video FC-feature table (its class probabilities) and param `base.modalities`; writes
+the mean of the two branches' probabilities per segment, for the test fold and the
+validation speakers (header-only tables, with the MFCC-SVM's class columns, when the run
+lacks a branch).
 Its own stage so that a changed video CNN reruns this mean, not the SVMs' C grids. The
 work is :func:`avemotion.baseline.run_mfcc_video_late`.
 """
