@@ -19,7 +19,6 @@ beside the test predictions, so every baseline has a validation score.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from sklearn.svm import SVC
 from avemotion.atomic import atomic_path, write_json
 from avemotion.errors import BadInputError
 from avemotion.evaluation import (
+    class_columns,
     clip_level,
     predicted,
     probability_columns,
@@ -292,7 +292,9 @@ def run_mfcc_video_late(
     """
     if set(params.base.modalities) != {"audio", "video"}:
         return {
-            part: write_predictions(path, [], [], [], np.zeros((0, _n_class_columns(audio[part]))))
+            part: write_predictions(
+                path, [], [], [], np.zeros((0, len(class_columns(read_predictions(audio[part])))))
+            )
             for part, path in out.items()
         }
     table = read_branch(video, "video")
@@ -313,9 +315,3 @@ def run_mfcc_video_late(
             out[part], scores["clip_id"], scores["segment"], scores["label"], late
         )
     return written
-
-
-def _n_class_columns(predictions: Path) -> int:
-    """How many class-score columns (``p0``, ``p1``, ...) a prediction table has."""
-    columns = read_predictions(predictions).columns
-    return sum(re.fullmatch(r"p\d+", column) is not None for column in columns)

@@ -80,6 +80,11 @@ def probability_columns(n_classes: int) -> list[str]:
     return [f"p{c}" for c in range(n_classes)]
 
 
+def class_columns(table: pd.DataFrame) -> list[str]:
+    """The class-score columns (``p0``, ``p1``, ...) a prediction table has, in its order."""
+    return [c for c in table.columns if re.fullmatch(r"p\d+", c)]
+
+
 def write_predictions(
     path: str | Path,
     clip_id: Sequence[str],
@@ -116,7 +121,7 @@ def read_predictions(path: str | Path, n_classes: int | None = None) -> pd.DataF
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise BadInputError(f"cannot read the prediction table: {error}", path) from None
     missing = [c for c in KEY_COLUMNS if c not in table.columns]
-    p_columns = [c for c in table.columns if re.fullmatch(r"p\d+", c)]
+    p_columns = class_columns(table)
     if missing or not p_columns:
         raise BadInputError(
             f"not a prediction table: needs columns clip_id, segment, label, p0.. "
@@ -141,7 +146,7 @@ def clip_level(table: pd.DataFrame) -> pd.DataFrame:
 
     Raises ``ValueError`` when a clip's segments disagree on its label.
     """
-    p_columns = [c for c in table.columns if re.fullmatch(r"p\d+", c)]
+    p_columns = class_columns(table)
     grouped = table.groupby("clip_id", sort=True)
     labels = grouped["label"].agg(["min", "max"])
     mixed = labels.index[labels["min"] != labels["max"]]
@@ -154,7 +159,7 @@ def clip_level(table: pd.DataFrame) -> pd.DataFrame:
 
 def predicted(table: pd.DataFrame) -> np.ndarray:
     """The argmax class of each row's scores, shape (n_rows,)."""
-    p_columns = [c for c in table.columns if re.fullmatch(r"p\d+", c)]
+    p_columns = class_columns(table)
     return np.argmax(table[p_columns].to_numpy(), axis=1)
 
 
