@@ -4,7 +4,7 @@
         --model models/audio/fold0/best.pt --metrics metrics/train/audio-fold0.json \\
         --live dvclive/audio-fold0
 
-Reads params `base.{seed,profile,device}`, `data.classes`, `models` and `train`; writes
+Reads params `base.{seed,segment_s,profile,device}`, `data.classes`, `models` and `train`; writes
 the best epoch's weights by validation accuracy to `--model` (a resumable checkpoint
 beside it while training runs), the run's metrics (with training samples per second) to
 `--metrics` and the per-epoch curves to `--live` (dvclive). The paths come from dvc.yaml.

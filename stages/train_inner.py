@@ -6,7 +6,7 @@
         --metrics metrics/train/audio-fold0-inner1.json
 
 Runs only with `fusion.stacking: cross_fit` (one instance per `fusion.inner_folds`
-entry). Reads params `base.{seed,profile,device}`, `data.classes`, `models`, `train`
+entry). Reads params `base.{seed,segment_s,profile,device}`, `data.classes`, `models`, `train`
 (the same network and recipe as train_cnn; `train.{validation_fraction,validate_by}`
 also fix the validation speakers every inner CNN stops on) and `fusion.inner_folds`
 (K, the number of inner folds). Trains on the fold's fitting speakers outside inner fold

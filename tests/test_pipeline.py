@@ -8,6 +8,7 @@ the SVM and evaluate stages, and a teammate's fresh clone gets every output with
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import re
@@ -130,6 +131,15 @@ def test_repro_builds_every_output_and_a_second_repro_runs_nothing(project):
     assert (project / "models" / "bundle" / "bundle.json").is_file()
     second = dvc("repro", cwd=project)
     assert stages_run(second) == set()
+    assert "Data and pipelines are up to date" in dvc("status", cwd=project)
+
+
+def test_bytecode_beside_the_sources_leaves_every_stage_up_to_date(project):
+    """Importing the package writes __pycache__/*.pyc into its folders (unless
+    PYTHONDONTWRITEBYTECODE is set): a folder dep (src/avemotion/params, ...) must hash
+    the sources only, or every stage would look changed after the code ran once."""
+    assert compileall.compile_dir(project / "src", quiet=1, force=True)
+    assert list((project / "src" / "avemotion" / "params").glob("__pycache__/*.pyc"))
     assert "Data and pipelines are up to date" in dvc("status", cwd=project)
 
 

@@ -19,8 +19,9 @@ from avemotion.branch import (
     extract_branch_features,
     train_branch,
 )
+from avemotion.errors import BadInputError
 from avemotion.h5store import SegmentWriter, read_meta
-from avemotion.models import build_audio_cnn, channels_first
+from avemotion.models import ROW_TIME_AXIS, build_audio_cnn, channels_first
 from avemotion.params import Params, validate_params
 from avemotion.params.schema import TrainParams
 from avemotion.presets import load_preset
@@ -30,6 +31,8 @@ from avemotion.recipes import (
     mask_spectrograms,
     mixup,
     spec_augment_mask,
+    straddling_windows,
+    window_offsets,
 )
 from avemotion.training import SegmentDataset, fold_rows
 
@@ -51,6 +54,7 @@ OFF = {
     "freq_masks": 0,
     "balanced_sampling": False,
     "average_last": 1,
+    "hop_s": None,
 }
 
 
@@ -356,6 +360,7 @@ def test_all_recipes_together_are_reproducible_and_resume_exactly(tmp_path, audi
         freq_masks=1,
         balanced_sampling=True,
         average_last=2,
+        hop_s=1.0,
         batch_norm=True,
     )
     _, first = train(p, audio_table, tmp_path / "first")
@@ -371,6 +376,107 @@ def test_all_recipes_together_are_reproducible_and_resume_exactly(tmp_path, audi
     metrics, resumed = train(p, audio_table, tmp_path / "killed")
     assert metrics["resumed_from_epoch"] == 2
     assert same_weights(first, resumed)
+
+
+# --- overlapping training windows (train.hop_s) -------------------------------------
+
+
+def test_window_offsets_step_by_the_hop_in_each_branchs_time_steps():
+    assert window_offsets(1.0, 2.0, 100) == [50]
+    assert window_offsets(0.5, 2.0, 100) == [25, 50, 75]
+    assert window_offsets(1.0, 2.0, 16) == [8]
+    assert window_offsets(0.75, 2.0, 16) == [6, 12]
+    with pytest.raises(ValueError, match="between 0 and segment_s"):
+        window_offsets(2.0, 2.0, 100)
+
+
+def window_meta(entries: list[tuple[str, str, int, float]]) -> dict[str, np.ndarray]:
+    """Meta columns of rows given as (clip_id, augmentation, segment, start_s)."""
+    clip, augmentation, segment, start = zip(*entries, strict=True)
+    return {
+        "clip_id": np.asarray(clip, dtype=object),
+        "augmentation": np.asarray(augmentation, dtype=object),
+        "segment": np.asarray(segment),
+        "start_s": np.asarray(start, dtype=float),
+    }
+
+
+def test_windows_join_consecutive_training_segments_of_one_clip_and_one_augmentation():
+    meta = window_meta(
+        [
+            ("a", "", 0, 0.0),  # 0
+            ("a", "", 1, 2.0),  # 1
+            ("a", "", 2, 4.0),  # 2
+            ("a", "snr15", 0, 0.0),  # 3: a noisy copy pairs with its own kind only
+            ("a", "snr15", 1, 2.0),  # 4
+            ("b", "", 0, 0.0),  # 5: its next segment is not a training row
+            ("b", "", 1, 2.0),  # 6
+            ("c", "", 0, 0.0),  # 7: the next segment does not start 2 s later
+            ("c", "", 1, 3.0),  # 8
+            ("d", "", 1, 2.0),  # 9: the first segment of another clip
+        ]
+    )
+    training = np.array([9, 8, 7, 5, 4, 3, 2, 1, 0])
+    windows = straddling_windows(meta, training, 1.0, 2.0, 100)
+    assert windows.tolist() == [[0, 1, 50], [1, 2, 50], [3, 4, 50]]
+    assert straddling_windows(meta, training, 0.5, 2.0, 100)[:, 2].tolist() == [25, 50, 75] * 3
+    assert straddling_windows(meta, training, None, 2.0, 100).shape == (0, 3)
+
+
+@pytest.mark.parametrize(("modality", "shape"), [("audio", AUDIO_SHAPE), ("video", VIDEO_SHAPE)])
+def test_a_window_is_the_end_of_one_segment_then_the_start_of_the_next(tmp_path, modality, shape):
+    path = tmp_path / f"{modality}.h5"
+    write_table(path, shape, n_speakers=1)
+    meta = read_meta(path)
+    rows = np.arange(len(meta["label"]))
+    axis = ROW_TIME_AXIS[modality]
+    steps = shape[axis]
+    windows = straddling_windows(meta, rows, 1.0, 2.0, steps)
+    assert len(windows) == 6  # one per clip: its two segments
+    labels = meta["label"][rows]
+    dataset = SegmentDataset(path, rows, labels, windows, labels[windows[:, 0]], axis)
+    assert len(dataset) == len(rows) + 6 and len(dataset.labels) == len(dataset)
+    with h5py.File(path, "r") as handle:
+        x = handle["x"][:]
+    for j, (first, following, offset) in enumerate(windows):
+        example, label = dataset[len(rows) + j]
+        assert offset == steps // 2 and label == meta["label"][first]
+        time = {"audio": -1, "video": 1}[modality]  # the same axis, channels first
+        joined = torch.cat(
+            [
+                channels_first(x[first][None])[0].narrow(time, offset, steps - offset),
+                channels_first(x[following][None])[0].narrow(time, 0, offset),
+            ],
+            dim=time,
+        )
+        torch.testing.assert_close(example, joined, rtol=0, atol=0)
+    example, _ = dataset[3]  # a row is still the row
+    torch.testing.assert_close(example, channels_first(x[3][None])[0], rtol=0, atol=0)
+
+
+def test_hop_s_adds_training_windows_and_changes_training(tmp_path, audio_table):
+    plain, plain_weights = train(params(), audio_table, tmp_path / "plain")
+    windowed, windowed_weights = train(params(hop_s=1.0), audio_table, tmp_path / "hop")
+    assert plain["n_train_windows"] == 0
+    # every clip has two back-to-back segments, both training or neither
+    assert windowed["n_train_windows"] == plain["n_train_rows"] // 2
+    assert windowed["n_validation_rows"] == plain["n_validation_rows"]
+    assert not same_weights(plain_weights, windowed_weights)
+
+
+@pytest.mark.parametrize(
+    ("base", "train_keys"),
+    [
+        ({}, {"hop_s": 2.0}),  # not shorter than the segment
+        ({"hop_s": 1.0}, {"hop_s": 0.5}),  # segments already overlap
+        ({}, {"by_modality": {"video": {"hop_s": 3.0}}}),  # one branch's own
+    ],
+)
+def test_hop_s_needs_back_to_back_segments_longer_than_it(base, train_keys):
+    tree = {"base": {"segment_s": 2.0, **base}, "train": {"by_modality": {}, **train_keys}}
+    with pytest.raises(BadInputError, match="train.hop_s="):
+        validate_params(tree)
+    assert validate_params({"train": {"hop_s": 1.0}}).train.hop_s == 1.0
 
 
 # --- presets --------------------------------------------------------------------------

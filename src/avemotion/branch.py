@@ -19,6 +19,7 @@ from avemotion.distributed import World, process_group
 from avemotion.errors import BadInputError
 from avemotion.h5store import META_COLUMNS, SegmentWriter, read_attrs
 from avemotion.models import (
+    ROW_TIME_AXIS,
     BranchCNN,
     BranchSpec,
     branch_spec,
@@ -26,6 +27,7 @@ from avemotion.models import (
     build_video_cnn,
 )
 from avemotion.params import MODALITIES, Params
+from avemotion.recipes import straddling_windows
 from avemotion.scores import n_classes_of
 from avemotion.training import (
     FoldRows,
@@ -107,7 +109,9 @@ def train_branch(
     """Train one branch on fold ``fold``'s training rows of ``table``; write the best
     epoch's weights (or the mean of the last ``train.average_last`` epochs', with the
     input statistics of ``train.standardise_inputs``) to ``best`` and the run's metrics
-    to ``metrics_path`` (returned). SpecAugment masks apply to the audio branch only.
+    to ``metrics_path`` (returned). SpecAugment masks apply to the audio branch only;
+    with ``train.hop_s`` the training rows are joined by the windows that straddle two
+    consecutive segments (``base.segment_s`` apart) of a clip.
 
     ``rows`` replaces the fold's own split (an inner CNN of cross-fit stacking trains on
     part of the fold's training speakers); ``run_name`` then tells its checkpoint apart.
@@ -125,6 +129,14 @@ def train_branch(
         raise BadInputError(f"no {modality} segments to train on", table)
     if rows is None:
         rows = fold_rows(meta, fold, settings.validation_fraction, settings.validate_by, base.seed)
+    time_axis = ROW_TIME_AXIS[modality]
+    with h5py.File(table, "r") as handle:
+        steps = handle["x"].shape[1 + time_axis]
+    windows = straddling_windows(meta, rows.train, settings.hop_s, base.segment_s, steps)
+    labels = meta["label"]
+    train_set = SegmentDataset(
+        table, rows.train, labels[rows.train], windows, labels[windows[:, 0]], time_axis
+    )
     torch.manual_seed(base.seed)
     n_classes = n_classes_of(params.data.classes, meta["label"])
     init = settings.init_weights.get(modality)  # type: ignore[call-overload]
@@ -144,8 +156,8 @@ def train_branch(
     with process_group(backend, resolve_device(base.device)) as (world, device):
         outcome = fit(
             model,
-            SegmentDataset(table, rows.train, meta["label"][rows.train]),
-            SegmentDataset(table, rows.validation, meta["label"][rows.validation]),
+            train_set,
+            SegmentDataset(table, rows.validation, labels[rows.validation]),
             settings,
             base.seed,
             checkpoint_path(best),
@@ -162,6 +174,7 @@ def train_branch(
         "profile": base.profile,
         "processes": world.size,
         "n_train_rows": len(rows.train),
+        "n_train_windows": len(windows),
         "n_validation_rows": len(rows.validation),
         "n_test_rows": len(rows.test),
     }

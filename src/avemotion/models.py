@@ -52,6 +52,9 @@ AUDIO_INPUT_SIZE = (30, 100)  # Mel bands x frames of one 2 s segment (paper 2.2
 N_KEYFRAMES = 16  # keyframes per 2 s video segment (paper 2.2.1)
 IN_CHANNELS = 3  # audio: spectrogram, delta, delta-delta; video: gray, LBP, IDP
 LAST_LAYER_STD = 0.01  # paper 3.2: the class layer starts from N(0, 0.01)
+#: The time axis of one row as the front-ends store it (channels last): audio
+#: (n_mels, n_frames, 3) -> frames, video (n_keyframes, size, size, 3) -> keyframes.
+ROW_TIME_AXIS = {"audio": 1, "video": 0}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ readable loop:
 - AdamW and cosine / one-cycle schedules (:func:`make_optimiser`, :func:`make_scheduler`);
 - SpecAugment time and frequency masks on spectrograms (:func:`spec_augment_mask`);
 - mixup of inputs and targets (:func:`mixup`);
-- class-balanced sampling of training rows (:func:`balanced_sampler`).
+- class-balanced sampling of training rows (:func:`balanced_sampler`);
+- overlapping training segments: windows that straddle two consecutive segments of a
+  clip (:func:`straddling_windows`), read by :class:`avemotion.training.SegmentDataset`.
 
 Every random draw comes from a generator seeded from ``base.seed`` and separate from the
 ones the paper's recipe already uses (weights, dropout, shuffling), so a recipe that is
@@ -177,3 +179,62 @@ def balanced_sampler(labels: np.ndarray, generator: torch.Generator) -> Weighted
     :func:`balanced_weights`."""
     weights = balanced_weights(labels)
     return WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
+
+
+def window_offsets(hop_s: float, segment_s: float, steps: int) -> list[int]:
+    """Where, in time steps of a segment, the windows every ``hop_s`` seconds start.
+
+    A window at offset ``k * hop_s`` (``0 < k * hop_s < segment_s``) is the segment from
+    that offset on, followed by the next segment's first ``offset`` steps: with 2 s
+    segments of 100 frames, ``hop_s`` 1.0 gives ``[50]``, 0.5 gives ``[25, 50, 75]``;
+    with 16 keyframes, 1.0 gives ``[8]``. Offsets that round to 0 or ``steps`` (a hop
+    finer than one step) are left out, and equal ones are kept once.
+    """
+    if not 0 < hop_s < segment_s:
+        raise ValueError(f"hop_s={hop_s} must lie between 0 and segment_s={segment_s}")
+    n_hops = int(np.ceil(segment_s / hop_s - 1e-9))
+    offsets = {round(k * hop_s / segment_s * steps) for k in range(1, n_hops)}
+    return sorted(offset for offset in offsets if 0 < offset < steps)
+
+
+def straddling_windows(
+    meta: dict[str, np.ndarray],
+    rows: np.ndarray,
+    hop_s: float | None,
+    segment_s: float,
+    steps: int,
+) -> np.ndarray:
+    """Extra training examples: the windows every ``hop_s`` s across consecutive segments.
+
+    The front-ends cut each clip into back-to-back segments (``base.hop_s`` =
+    ``base.segment_s``), so a network trains on one view of each moment. A segment hop
+    shorter than the segment, for training only, gives it the views in between: for a
+    row ``r`` of ``rows`` and the row ``n`` of the same clip and the same augmentation
+    that starts ``segment_s`` later (also in ``rows``, so a window never reaches into a
+    validation or test row), one window per :func:`window_offsets` offset. Test and
+    validation rows stay the table's own segments. Each window is built from the stored
+    rows, not cut from the signal again: the delta channels at the seam were computed
+    with each segment's own edges, and a video window's keyframes were chosen within
+    each segment; both differ slightly from a segment cut at that offset.
+
+    Returns int64 of shape (n_windows, 3): the first row, the next row, the offset in
+    time steps (``steps`` per segment: frames or keyframes); (0, 3) when ``hop_s`` is
+    None (the recipe off).
+    """
+    none = np.zeros((0, 3), dtype=np.int64)
+    if hop_s is None:
+        return none
+    offsets = window_offsets(hop_s, segment_s, steps)
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    keys = [
+        (str(meta["clip_id"][r]), str(meta["augmentation"][r]), int(meta["segment"][r]))
+        for r in rows
+    ]
+    row_of = dict(zip(keys, rows.tolist(), strict=True))
+    windows = []
+    for r, (clip, augmentation, segment) in zip(rows.tolist(), keys, strict=True):
+        n = row_of.get((clip, augmentation, segment + 1))
+        if n is None or abs(meta["start_s"][n] - meta["start_s"][r] - segment_s) > 1e-6:
+            continue
+        windows.extend((r, n, offset) for offset in offsets)
+    return np.asarray(windows, dtype=np.int64).reshape(-1, 3) if windows else none

@@ -16,8 +16,8 @@ What this module adds around the paper's recipe, because a reproducible tool nee
 - seeding of every random source, so that the same params give the same weights on CPU;
 - optional recipes beyond the paper's (input standardisation, AdamW, learning-rate
   schedules, label smoothing, mixup, SpecAugment masks, class-balanced sampling, weight
-  averaging over the last epochs), each off by default and described in
-  :mod:`avemotion.recipes`;
+  averaging over the last epochs, overlapping training windows), each off by default and
+  described in :mod:`avemotion.recipes`;
 - data-parallel training in several processes (``train.distributed``, see
   :mod:`avemotion.distributed`), where one process trains exactly as it always has.
 """
@@ -65,26 +65,60 @@ ROW_CACHE_BYTES = 256 * 2**20
 
 
 class SegmentDataset(Dataset):
-    """Selected rows of a segment table as ``(tensor, label)`` pairs, channels first.
+    """Selected rows of a segment table as ``(tensor, label)`` pairs, channels first;
+    then, with ``windows``, the training windows that straddle two of its rows.
+
+    Example ``i < len(rows)`` is row ``rows[i]``. Example ``len(rows) + j`` is window
+    ``windows[j] = (first, next, offset)`` (:func:`avemotion.recipes.straddling_windows`):
+    row ``first`` from step ``offset`` of its ``time_axis`` on, followed by row ``next``'s
+    first ``offset`` steps, labelled ``window_labels[j]``. ``labels`` holds both parts'.
 
     The HDF5 file is opened lazily in whichever process reads first, so every DataLoader
     worker has its own handle (h5py handles must not cross a fork), and its own cache of
     decoded rows (up to :data:`ROW_CACHE_BYTES`).
     """
 
-    def __init__(self, path: str | Path, rows: np.ndarray, labels: np.ndarray):
+    def __init__(
+        self,
+        path: str | Path,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        windows: np.ndarray | None = None,
+        window_labels: np.ndarray | None = None,
+        time_axis: int = 0,
+    ):
         self.path = str(path)
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.windows = np.zeros((0, 3), np.int64) if windows is None else np.asarray(windows)
+        extra = np.zeros(0) if window_labels is None else np.asarray(window_labels)
+        if len(extra) != len(self.windows):
+            raise ValueError(f"{len(self.windows)} windows but {len(extra)} window labels")
+        self.labels = np.concatenate([np.asarray(labels), extra]).astype(np.int64)
+        self.time_axis = time_axis
         self._table: h5py.Dataset | None = None
         self._decoded: dict[int, np.ndarray] = {}
         self._decoded_bytes = 0
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + len(self.windows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        row = int(self.rows[i])
+        if i < len(self.rows):
+            x = self._row(int(self.rows[i]))
+        else:
+            first, following, offset = (int(v) for v in self.windows[i - len(self.rows)])
+            head = [slice(None)] * self.time_axis
+            x = np.concatenate(
+                [
+                    self._row(first)[(*head, slice(offset, None))],
+                    self._row(following)[(*head, slice(None, offset))],
+                ],
+                axis=self.time_axis,
+            )
+        return channels_first(x[None])[0], int(self.labels[i])
+
+    def _row(self, row: int) -> np.ndarray:
+        """Row ``row`` of the table, decoded once while the cache has room."""
         x = self._decoded.get(row)
         if x is None:
             if self._table is None:
@@ -93,7 +127,7 @@ class SegmentDataset(Dataset):
             if self._decoded_bytes + x.nbytes <= ROW_CACHE_BYTES:
                 self._decoded[row] = x
                 self._decoded_bytes += x.nbytes
-        return channels_first(x[None])[0], int(self.labels[i])
+        return x
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

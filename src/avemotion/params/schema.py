@@ -327,6 +327,7 @@ class TrainOverrides(Section):
     freq_mask_bands: NonNegativeInt | None = None
     balanced_sampling: bool | None = None
     average_last: PositiveInt | None = None
+    hop_s: PositiveFloat | None = None
     distributed: DistributedParams | None = None
 
 
@@ -354,6 +355,7 @@ class TrainParams(Section):
     freq_mask_bands: NonNegativeInt = 4
     balanced_sampling: bool = False
     average_last: PositiveInt = 1
+    hop_s: PositiveFloat | None = None
     by_modality: dict[Modality, TrainOverrides] = {
         "video": TrainOverrides(
             lr=0.003, epochs=20, threads=1, distributed=DistributedParams(nproc=2)
@@ -490,4 +492,18 @@ class Params(Section):
                 f"export.system={self.export.system} needs the {' and '.join(lacking)} branch, "
                 f"which base.modalities {list(self.base.modalities)} does not train"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _training_windows_fit(self) -> Params:
+        # train.hop_s joins two stored segments into one window (avemotion.recipes)
+        for modality in MODALITIES:
+            hop_s = self.train.for_branch(modality).hop_s
+            if hop_s is not None and not hop_s < self.base.segment_s == self.base.hop_s:
+                raise ValueError(
+                    f"train.hop_s={hop_s} (the {modality} branch's) makes training windows that "
+                    "straddle two consecutive segments: it must be shorter than "
+                    f"base.segment_s={self.base.segment_s}, and base.hop_s={self.base.hop_s} "
+                    "must equal base.segment_s (segments back to back)"
+                )
         return self
