@@ -85,15 +85,14 @@ def per_run_table(name: str, runs: list[dict], labels: list[str]) -> None:
     print("| system | " + " | ".join(labels) + " | pooled test | pooled UAR |")
     print("|---|" + "---|" * (len(labels) + 2))
     for system in SYSTEMS:
-        if pooled(runs, "test", system) is None:
+        test = pooled(runs, "test", system)
+        if test is None:
             continue
         cells = [
             f"{percent(run_mean(r, 'test', system))} ({percent(run_mean(r, 'validation', system))})"
             for r in runs
         ]
         uars = [u for r in runs if (u := run_mean(r, "test", system, "uar")) is not None]
-        test = pooled(runs, "test", system)
-        assert test is not None
         pooled_test = f"{100 * test[0]:.1f} ± {100 * test[1]:.1f}"
         uar = percent(float(np.mean(uars))) if uars else "-"
         print(f"| {system} | " + " | ".join(cells) + f" | {pooled_test} | {uar} |")
