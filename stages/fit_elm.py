@@ -8,8 +8,9 @@
 Reads `fc_<modality>.h5` in `--features` for each of base.modalities (and, with
 `fusion.stacking: cross_fit`, the inner CNNs' `inner/fc_<modality>_<j>.h5`), the
 functionals sets `fusion.inputs` / `fusion.gender_inputs` name, and params
-`fusion.{elm1_hidden,elm2_hidden_per_class,elm_C,activation,standardise,use_gender,
-elm2_input,cross_fit_folds,inputs,gender_inputs,stacking,inner_folds,test_features}`,
+`fusion.{elm1_hidden,elm2_hidden_per_class,elm_C,elm_members,activation,standardise,
+use_gender,elm2_input,cross_fit_folds,inputs,gender_inputs,stacking,inner_folds,
+test_features}`,
 `train.{validation_fraction,validate_by}` (the validation speakers),
 `base.{seed,modalities}`, `augment.{snr_db,rotation_deg}`, `data.{classes,dataset}`.
 Pairs the audio and video rows and fits ELM-1 (gender; skipped, with the reason printed,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
@@ -122,3 +124,23 @@ def test_bad_parameters_are_named(blobs, params: dict, message: str) -> None:
     X, y = blobs
     with pytest.raises(ValueError, match=message):
         ELMClassifier(**params).fit(X, y)
+
+
+def test_a_pickle_leaves_out_the_random_layer_and_redraws_it(blobs) -> None:
+    """With an integer seed the input weights and biases are not stored (they are most of
+    the model and are drawn, not learned); loading draws them again, bit for bit."""
+    X, y = blobs
+    wide = np.hstack([X] * 50)  # 250 inputs x 200 hidden nodes: the layer dominates
+    elm = ELMClassifier(n_hidden=200, random_state=5).fit(wide, y)
+    stored = pickle.dumps(elm)
+    assert len(stored) < wide.shape[1] * 200 * 8 / 4
+    loaded = pickle.loads(stored)
+    np.testing.assert_array_equal(loaded.input_weights_, elm.input_weights_)
+    np.testing.assert_array_equal(loaded.biases_, elm.biases_)
+    np.testing.assert_array_equal(loaded.predict_proba(wide), elm.predict_proba(wide))
+    # a RandomState instance cannot draw the same layer again: the layer is stored
+    drawn = ELMClassifier(n_hidden=200, random_state=np.random.RandomState(5)).fit(wide, y)
+    assert len(pickle.dumps(drawn)) > wide.shape[1] * 200 * 8
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(drawn)).predict_proba(wide), drawn.predict_proba(wide)
+    )

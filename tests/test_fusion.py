@@ -89,6 +89,47 @@ def test_without_gender_elm2_reads_the_standardised_features() -> None:
         elm.predict_gender(X)
 
 
+def test_an_ensemble_averages_its_members_and_its_first_member_is_the_single_pair() -> None:
+    """``n_members=3``: three ELM pairs with their own hidden layers on one scaler; the
+    scores are the members' mean ELM-2 softmax, the gender their mean ELM-1 vote, and
+    member 0 draws exactly the hidden layers of ``n_members=1``."""
+    X, y, gender, _ = gendered_blobs()
+    kwargs = {"elm1_hidden": 20, "elm2_hidden_per_class": 5, "random_state": 3}
+    single = TwoStageELM(**kwargs).fit(X, y, gender)
+    ensemble = TwoStageELM(**kwargs, n_members=3).fit(X, y, gender)
+    assert len(ensemble.members_) == 3 and len(single.members_) == 1
+    for name in ("input_weights_", "biases_", "output_weights_"):
+        np.testing.assert_array_equal(getattr(ensemble.elm1_, name), getattr(single.elm1_, name))
+        np.testing.assert_array_equal(getattr(ensemble.elm2_, name), getattr(single.elm2_, name))
+    weights = [elm2.input_weights_ for _, elm2 in ensemble.members_]
+    assert not np.allclose(weights[0], weights[1]) and not np.allclose(weights[1], weights[2])
+    scaled = ensemble.scaler_.transform(X)
+    members = [elm2.predict_proba(elm1.transform(scaled)) for elm1, elm2 in ensemble.members_]
+    np.testing.assert_allclose(ensemble.predict_proba(X), np.mean(members, axis=0))
+    assert not np.allclose(ensemble.predict_proba(X), single.predict_proba(X))
+    votes = np.mean([elm1.predict_proba(scaled) for elm1, _ in ensemble.members_], axis=0)
+    np.testing.assert_array_equal(
+        ensemble.predict_gender(X), ensemble.elm1_.classes_[votes.argmax(axis=1)]
+    )
+    with pytest.raises(ValueError, match="n_members must be a positive integer"):
+        TwoStageELM(**kwargs, n_members=0).fit(X, y, gender)
+
+
+def test_the_fusion_passes_its_ensemble_size_to_every_elm_it_fits() -> None:
+    """ELMFusion's ELM pair is an ensemble, and so are the clones its cross-fitting fits:
+    their out-of-fold scores are what an ensemble fitted without each speaker gives."""
+    X, y, gender, speaker = gendered_blobs()
+    fusion = ELMFusion(
+        elm1_hidden=20, elm2_hidden_per_class=5, n_members=2, stacking="crossfit", random_state=0
+    ).fit(X, y, gender, groups=speaker)
+    assert len(fusion.elm_.members_) == 2
+    crossed = cross_fit_probs(fusion.elm_, X, y, gender, speaker, 3, fusion.classes_)
+    fitted, scored = crossed.splits[0]
+    alone = TwoStageELM(**fusion.elm_.get_params()).fit(X[fitted], y[fitted], gender[fitted])
+    assert len(alone.members_) == 2
+    np.testing.assert_allclose(crossed.probs[scored], alone.predict_proba(X[scored]))
+
+
 def test_unknown_gender_is_refused() -> None:
     X, y, gender, _ = gendered_blobs()
     gender = gender.astype(object)
@@ -637,6 +678,21 @@ def test_fit_elm_skips_elm1_when_the_training_rows_have_one_gender(tmp_path, one
         assert elm.elm1_ is not None and elm.elm1_.classes_.tolist() == ["female", "male"]
         assert summary["elm1_gender_accuracy"] is not None
     assert summary["elm2_test_accuracy"] > 0.8  # ELM-2 still learns the emotions
+
+
+def test_fit_elm_fits_fusion_elm_members_pairs(tmp_path) -> None:
+    """``fusion.elm_members: 3`` reaches the stage: the saved ELM pair is a 3-member
+    ensemble whose first member is the single pair ``elm_members: 1`` fits."""
+    index = synthetic_index()
+    features = write_features(tmp_path / "features", index)
+    models = {}
+    for members in (1, 3):
+        paths = elm_paths(tmp_path / f"members{members}", features)
+        summary = run_fit_elm(small_params(elm_members=members), 0, paths)
+        assert summary["settings"]["n_members"] == members
+        models[members] = joblib.load(paths.models / "paper.joblib")
+    assert len(models[1].members_) == 1 and len(models[3].members_) == 3
+    np.testing.assert_array_equal(models[3].elm2_.output_weights_, models[1].elm2_.output_weights_)
 
 
 def extreme_row_runs(

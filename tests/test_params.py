@@ -69,6 +69,7 @@ def test_an_unknown_key_names_the_closest_valid_one(section, edit, expected):
         ("video", {"hist_bins": 1}, "`video.hist_bins` = 1: should be greater than or equal to 2"),
         ("split", {"protocol": "rand"}, "'speaker', 'loso', 'fixed', 'kfold' or 'random'"),
         ("fusion", {"svm_gamma": "wide"}, "should be 'scale' or 'auto' or a valid number"),
+        ("fusion", {"elm_members": 0}, "`fusion.elm_members` = 0: should be greater than 0"),
         ("base", {"modalities": ["audio", "text"]}, "`base.modalities.1` = 'text'"),
         ("base", {"n_jobs": 0}, "`base.n_jobs` = 0"),
         ("base", {"backend": "ray"}, "`base.backend` = 'ray': should be 'processes' or 'dask'"),

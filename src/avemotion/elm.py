@@ -44,6 +44,8 @@ ACTIVATIONS = {
     "relu": lambda z: np.maximum(z, 0.0),
 }
 SOLVERS = ("auto", "eq3", "eq4")
+#: The fitted attributes drawn at random, never learned (left out of a pickle when redrawable).
+RANDOM_LAYER = ("input_weights_", "biases_")
 
 
 class ELMClassifier(
@@ -117,10 +119,9 @@ class ELMClassifier(
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
 
-        rng = check_random_state(self.random_state)
-        n_features = X.shape[1]
-        self.input_weights_ = rng.standard_normal((n_features, self.n_hidden)) / np.sqrt(n_features)
-        self.biases_ = rng.standard_normal(self.n_hidden)
+        self.input_weights_, self.biases_ = random_layer(
+            check_random_state(self.random_state), X.shape[1], self.n_hidden
+        )
         self._n_features_out = self.n_hidden  # names transform's columns elmclassifier0..
 
         hidden = self._hidden(X)  # M, (P, L)
@@ -133,6 +134,23 @@ class ELMClassifier(
         )
         self.output_weights_ = solve_output_weights(hidden, targets, self.C, self.solver_)
         return self
+
+    def __getstate__(self) -> dict:
+        """The pickled state (joblib, skops): without the random layer when an integer
+        ``random_state`` redraws it, since it is most of the model (n_features x n_hidden
+        floats: 86 MB for ComParE's 6,373 inputs and 1,600 nodes) and carries nothing
+        learned. numpy's legacy ``RandomState`` stream, which draws it, is frozen (NEP 19)."""
+        state = super().__getstate__()
+        if _redrawable(self.random_state) and "input_weights_" in state:
+            state = {k: v for k, v in state.items() if k not in RANDOM_LAYER}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "output_weights_" in state and "input_weights_" not in state:
+            self.input_weights_, self.biases_ = random_layer(
+                check_random_state(self.random_state), self.n_features_in_, self.n_hidden
+            )
 
     def _hidden(self, X: np.ndarray) -> np.ndarray:
         """M = psi(X W + b), shape (n_samples, n_hidden)."""
@@ -168,6 +186,20 @@ class ELMClassifier(
     def predict_proba(self, X) -> np.ndarray:
         """Softmax of the output scores, shape (n_samples, n_classes): what the SVM reads."""
         return softmax(self.output_scores(X), axis=1)
+
+
+def random_layer(
+    rng: np.random.RandomState, n_features: int, n_hidden: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The untrained hidden layer: input weights w_q ~ N(0, 1 / n_features), shape
+    (n_features, n_hidden), then biases sigma_q ~ N(0, 1), shape (n_hidden,)."""
+    weights = rng.standard_normal((n_features, n_hidden)) / np.sqrt(n_features)
+    return weights, rng.standard_normal(n_hidden)
+
+
+def _redrawable(random_state: object) -> bool:
+    """Whether ``random_state`` draws the same random layer again (an integer seed)."""
+    return isinstance(random_state, Integral) and not isinstance(random_state, bool)
 
 
 def solve_output_weights(

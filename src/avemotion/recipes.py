@@ -221,9 +221,8 @@ def straddling_windows(
     time steps (``steps`` per segment: frames or keyframes); (0, 3) when ``hop_s`` is
     None (the recipe off).
     """
-    none = np.zeros((0, 3), dtype=np.int64)
     if hop_s is None:
-        return none
+        return np.zeros((0, 3), dtype=np.int64)
     offsets = window_offsets(hop_s, segment_s, steps)
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     keys = [
@@ -237,4 +236,4 @@ def straddling_windows(
         if n is None or abs(meta["start_s"][n] - meta["start_s"][r] - segment_s) > 1e-6:
             continue
         windows.extend((r, n, offset) for offset in offsets)
-    return np.asarray(windows, dtype=np.int64).reshape(-1, 3) if windows else none
+    return np.asarray(windows, dtype=np.int64).reshape(-1, 3)

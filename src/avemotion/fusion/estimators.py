@@ -8,6 +8,7 @@ What each stage of the paper's fusion is, and the choices made, is in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, get_args
 
 import numpy as np
@@ -45,6 +46,16 @@ class TwoStageELM(BaseEstimator):
     ELM-1's gender probabilities (``fusion.gender_inputs`` and ``fusion.inputs``: e.g.
     pitch-bearing functionals for gender, CNN features for emotion). With ``hidden`` or
     ``hidden_and_gender`` ELM-2 reads ELM-1's hidden output, as in the paper.
+
+    ``n_members`` > 1 fits that many ELM pairs on the same standardised rows, each with
+    its own random hidden layers, and averages their ELM-2 softmax (and, for
+    :meth:`predict_gender`, their ELM-1 probabilities). A single ELM's scores vary with
+    its random draw; the mean of several varies less (an ELM ensemble, as in Liu and
+    Wang 2010, "Ensemble based extreme learning machine"). Member 0 draws the same
+    hidden layers as ``n_members=1``, which is the paper's single pair.
+
+    Attributes: ``members_``, one (ELM-1 or None, ELM-2) pair per member; ``elm1_`` and
+    ``elm2_``, member 0's (the whole model when ``n_members=1``).
     """
 
     def __init__(
@@ -59,9 +70,11 @@ class TwoStageELM(BaseEstimator):
         random_state: int | np.random.RandomState | None = None,
         gender_columns: np.ndarray | None = None,
         emotion_columns: np.ndarray | None = None,
+        n_members: int = 1,
     ):
         self.gender_columns = gender_columns
         self.emotion_columns = emotion_columns
+        self.n_members = n_members
         self.elm1_hidden = elm1_hidden
         self.elm2_hidden_per_class = elm2_hidden_per_class
         self.elm_C = elm_C
@@ -72,44 +85,57 @@ class TwoStageELM(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y, gender=None) -> TwoStageELM:
-        """Fit the scaler, ELM-1 on ``gender`` (n_rows,) and ELM-2 on ``y`` (n_rows,)."""
+        """Fit the scaler, then each member's ELM-1 on ``gender`` (n_rows,) and ELM-2 on
+        ``y`` (n_rows,)."""
         if self.elm2_input not in ELM2_INPUTS:
             raise ValueError(f"elm2_input must be one of {ELM2_INPUTS}, got {self.elm2_input!r}")
+        if not isinstance(self.n_members, Integral) or self.n_members < 1:
+            raise ValueError(f"n_members must be a positive integer, got {self.n_members!r}")
         X = check_array(X, dtype=(np.float64, np.float32))
         y = np.asarray(y)
         check_classification_targets(y)
         self.n_features_in_ = X.shape[1]
-        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=2)
+        # one (ELM-1, ELM-2) seed pair per member; row 0 is what n_members=1 draws
+        seeds = check_random_state(self.random_state).randint(
+            np.iinfo(np.int32).max, size=(self.n_members, 2)
+        )
         self.scaler_ = StandardScaler().fit(X) if self.standardise else None
         scaled = self._scaled(X)
-        self.elm1_ = None
         if self.use_gender:
-            if gender is None:
-                raise ValueError("use_gender=True needs the gender of every training row")
-            gender = np.asarray(gender).astype(str)
-            if len(gender) != len(X):
-                raise ValueError(f"{len(gender)} genders for {len(X)} rows")
-            unknown = np.isin(gender, list(UNKNOWN_GENDERS))
-            if unknown.any():
-                raise ValueError(
-                    f"{int(unknown.sum())} training rows have unknown gender; ELM-1 learns "
-                    "gender: give genders or set use_gender=False"
+            gender = self._checked_gender(gender, len(X))
+        n_hidden = self.elm2_hidden_per_class * len(np.unique(y))
+        self.members_ = []
+        for elm1_seed, elm2_seed in seeds:
+            elm1 = None
+            if self.use_gender:
+                elm1 = self._elm(self.elm1_hidden, elm1_seed).fit(
+                    self._columns(scaled, self.gender_columns), gender
                 )
-            self.elm1_ = ELMClassifier(
-                n_hidden=self.elm1_hidden,
-                activation=self.activation,
-                C=self.elm_C,
-                random_state=int(seeds[0]),
-            ).fit(self._columns(scaled, self.gender_columns), gender)
-        n_classes = len(np.unique(y))
-        self.elm2_ = ELMClassifier(
-            n_hidden=self.elm2_hidden_per_class * n_classes,
-            activation=self.activation,
-            C=self.elm_C,
-            random_state=int(seeds[1]),
-        ).fit(self._elm2_input(scaled), y)
+            elm2 = self._elm(n_hidden, elm2_seed).fit(self._elm2_input(scaled, elm1), y)
+            self.members_.append((elm1, elm2))
+        self.elm1_, self.elm2_ = self.members_[0]
         self.classes_ = self.elm2_.classes_
         return self
+
+    def _elm(self, n_hidden: int, seed: int) -> ELMClassifier:
+        return ELMClassifier(
+            n_hidden=n_hidden, activation=self.activation, C=self.elm_C, random_state=int(seed)
+        )
+
+    @staticmethod
+    def _checked_gender(gender, n_rows: int) -> np.ndarray:
+        if gender is None:
+            raise ValueError("use_gender=True needs the gender of every training row")
+        gender = np.asarray(gender).astype(str)
+        if len(gender) != n_rows:
+            raise ValueError(f"{len(gender)} genders for {n_rows} rows")
+        unknown = np.isin(gender, list(UNKNOWN_GENDERS))
+        if unknown.any():
+            raise ValueError(
+                f"{int(unknown.sum())} training rows have unknown gender; ELM-1 learns "
+                "gender: give genders or set use_gender=False"
+            )
+        return gender
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         return X if self.scaler_ is None else self.scaler_.transform(X)
@@ -118,39 +144,50 @@ class TwoStageELM(BaseEstimator):
     def _columns(X: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
         return X if columns is None else X[:, np.asarray(columns, dtype=np.int64)]
 
-    def _elm2_input(self, scaled: np.ndarray) -> np.ndarray:
-        if self.elm1_ is None:
+    def _elm2_input(self, scaled: np.ndarray, elm1: ELMClassifier | None) -> np.ndarray:
+        """What ELM-2 reads, given the standardised rows and its member's ELM-1."""
+        if elm1 is None:
             return self._columns(scaled, self.emotion_columns)
         gender_input = self._columns(scaled, self.gender_columns)
         if self.elm2_input == "features_and_gender":
             features = self._columns(scaled, self.emotion_columns)
-            return np.hstack([features, self.elm1_.predict_proba(gender_input)])
-        hidden = self.elm1_.transform(gender_input)
+            return np.hstack([features, elm1.predict_proba(gender_input)])
+        hidden = elm1.transform(gender_input)
         if self.elm2_input == "hidden_and_gender":
-            return np.hstack([hidden, self.elm1_.predict_proba(gender_input)])
+            return np.hstack([hidden, elm1.predict_proba(gender_input)])
         return hidden
 
-    def elm2_features(self, X) -> np.ndarray:
-        """What ELM-2 reads for X: ELM-1's hidden output (n_rows, elm1_hidden), or the
-        standardised features when ELM-1 is skipped."""
+    def _scaled_input(self, X) -> np.ndarray:
         check_is_fitted(self)
-        return self._elm2_input(self._scaled(check_array(X, dtype=(np.float64, np.float32))))
+        return self._scaled(check_array(X, dtype=(np.float64, np.float32)))
+
+    def elm2_features(self, X) -> np.ndarray:
+        """What member 0's ELM-2 reads for X: ELM-1's hidden output (n_rows, elm1_hidden),
+        or the standardised features when ELM-1 is skipped (see ``elm2_input``)."""
+        return self._elm2_input(self._scaled_input(X), self.elm1_)
 
     def predict_proba(self, X) -> np.ndarray:
-        """ELM-2's softmaxed scores, shape (n_rows, n_classes): the SVM's input."""
-        return self.elm2_.predict_proba(self.elm2_features(X))
+        """ELM-2's softmaxed scores, averaged over the members, shape (n_rows, n_classes):
+        the SVM's input."""
+        scaled = self._scaled_input(X)
+        return np.mean(
+            [elm2.predict_proba(self._elm2_input(scaled, elm1)) for elm1, elm2 in self.members_],
+            axis=0,
+        )
 
     def predict(self, X) -> np.ndarray:
         """ELM-2's emotion for each row, shape (n_rows,)."""
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def predict_gender(self, X) -> np.ndarray:
-        """ELM-1's gender for each row, shape (n_rows,); needs ``use_gender=True``."""
+        """ELM-1's gender for each row (the members' mean probability), shape (n_rows,);
+        needs ``use_gender=True``."""
         check_is_fitted(self)
         if self.elm1_ is None:
             raise ValueError("ELM-1 was skipped (use_gender=False): no gender prediction")
-        scaled = self._scaled(check_array(X, dtype=(np.float64, np.float32)))
-        return self.elm1_.predict(self._columns(scaled, self.gender_columns))
+        gender_input = self._columns(self._scaled_input(X), self.gender_columns)
+        probs = np.mean([elm1.predict_proba(gender_input) for elm1, _ in self.members_], axis=0)
+        return self.elm1_.classes_[np.argmax(probs, axis=1)]
 
 
 @dataclass
@@ -282,9 +319,11 @@ class ELMFusion(ClassifierMixin, BaseEstimator):
         random_state: int | None = None,
         gender_columns: np.ndarray | None = None,
         emotion_columns: np.ndarray | None = None,
+        n_members: int = 1,
     ):
         self.gender_columns = gender_columns
         self.emotion_columns = emotion_columns
+        self.n_members = n_members
         self.elm1_hidden = elm1_hidden
         self.elm2_hidden_per_class = elm2_hidden_per_class
         self.elm_C = elm_C
@@ -312,6 +351,7 @@ class ELMFusion(ClassifierMixin, BaseEstimator):
             random_state=self.random_state,
             gender_columns=self.gender_columns,
             emotion_columns=self.emotion_columns,
+            n_members=self.n_members,
         )
 
     def fit(self, X, y, gender=None, groups=None) -> ELMFusion:

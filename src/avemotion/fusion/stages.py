@@ -86,6 +86,7 @@ def elm_params(fusion: FusionParams, random_state: int) -> dict[str, Any]:
         "elm1_hidden": fusion.elm1_hidden,
         "elm2_hidden_per_class": fusion.elm2_hidden_per_class,
         "elm_C": fusion.elm_C,
+        "n_members": fusion.elm_members,
         "activation": fusion.activation,
         "standardise": fusion.standardise,
         "use_gender": fusion.use_gender,

@@ -378,6 +378,7 @@ class FusionParams(Section):
     elm1_hidden: PositiveInt = 100
     elm2_hidden_per_class: PositiveInt = 200
     elm_C: Annotated[PositiveFloat, Field(allow_inf_nan=False)] = 0.01
+    elm_members: PositiveInt = 1
     activation: Activation = "sigmoid"
     standardise: bool = True
     use_gender: bool = True
