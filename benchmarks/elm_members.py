@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from avemotion.evaluation import clip_level, predicted
 from avemotion.fusion.estimators import TwoStageELM, make_svm, svm_class_scores
 from avemotion.fusion.inputs import block_columns, block_order, read_inputs
+from avemotion.fusion.stages import elm_params
 from avemotion.params import load_params
 from avemotion.splits import held_and_fitting
 
@@ -38,10 +40,12 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def clip_accuracy(probs: np.ndarray, labels: np.ndarray, clips: np.ndarray) -> float:
-    """Accuracy of the clips' mean segment scores (how evaluate scores a system)."""
-    table = pd.DataFrame(probs).assign(clip=clips, label=labels).groupby("clip").mean()
-    return float(np.mean(table.drop(columns="label").to_numpy().argmax(1) == table["label"]))
+def clip_accuracy(probs: np.ndarray, classes: np.ndarray, labels, clips) -> float:
+    """Accuracy of the clips' mean segment scores (evaluate's :func:`clip_level`);
+    ``probs`` columns follow ``classes``."""
+    table = pd.DataFrame(probs, columns=[f"p{i}" for i in range(probs.shape[1])])
+    clips_table = clip_level(table.assign(clip_id=clips, label=labels))
+    return float(np.mean(classes[predicted(clips_table)] == clips_table["label"].to_numpy()))
 
 
 def screen_fold(params, fold: int, args: argparse.Namespace) -> dict[int, float]:
@@ -58,17 +62,14 @@ def screen_fold(params, fold: int, args: argparse.Namespace) -> dict[int, float]
     x, y = inputs.matrix(block_order(params)), meta["label"]
     gender = np.asarray(meta["gender"]).astype(str)
     ensemble = TwoStageELM(
-        elm1_hidden=fusion.elm1_hidden,
-        elm2_hidden_per_class=args.hidden_per_class or fusion.elm2_hidden_per_class,
-        elm_C=args.elm_C or fusion.elm_C,
-        activation=fusion.activation,
-        standardise=fusion.standardise,
-        use_gender=fusion.use_gender,
-        elm2_input=fusion.elm2_input,
-        random_state=seed,
+        **{
+            **elm_params(fusion, seed),
+            "elm2_hidden_per_class": args.hidden_per_class or fusion.elm2_hidden_per_class,
+            "elm_C": args.elm_C or fusion.elm_C,
+            "n_members": max(args.members),
+        },
         emotion_columns=np.concatenate([columns[n] for n in fusion.inputs]),
         gender_columns=np.concatenate([columns[n] for n in fusion.gender_inputs]),
-        n_members=max(args.members),
     ).fit(x[fit], y[fit], gender[fit])
     full = ensemble.members_
     accuracy = {}
@@ -78,7 +79,8 @@ def screen_fold(params, fold: int, args: argparse.Namespace) -> dict[int, float]
             fusion.svm_kernel, fusion.svm_C, fusion.svm_gamma, fusion.svm_scores, seed
         ).fit(ensemble.predict_proba(x[fit]), y[fit])
         probs = svm_class_scores(svm, ensemble.predict_proba(x[scored]), ensemble.classes_)
-        accuracy[n] = clip_accuracy(probs, y[scored], np.asarray(meta["clip_id"][scored]))
+        clips = np.asarray(meta["clip_id"][scored])
+        accuracy[n] = clip_accuracy(probs, ensemble.classes_, y[scored], clips)
     return accuracy
 
 

@@ -104,15 +104,14 @@ class TwoStageELM(BaseEstimator):
         if self.use_gender:
             gender = self._checked_gender(gender, len(X))
         n_hidden = self.elm2_hidden_per_class * len(np.unique(y))
+        features, gender_input = self._member_inputs(scaled)
         self.members_ = []
         for elm1_seed, elm2_seed in seeds:
             elm1 = None
             if self.use_gender:
-                elm1 = self._elm(self.elm1_hidden, elm1_seed).fit(
-                    self._columns(scaled, self.gender_columns), gender
-                )
-            elm2 = self._elm(n_hidden, elm2_seed).fit(self._elm2_input(scaled, elm1), y)
-            self.members_.append((elm1, elm2))
+                elm1 = self._elm(self.elm1_hidden, elm1_seed).fit(gender_input, gender)
+            elm2_input = self._elm2_input(features, gender_input, elm1)
+            self.members_.append((elm1, self._elm(n_hidden, elm2_seed).fit(elm2_input, y)))
         self.elm1_, self.elm2_ = self.members_[0]
         self.classes_ = self.elm2_.classes_
         return self
@@ -144,13 +143,24 @@ class TwoStageELM(BaseEstimator):
     def _columns(X: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
         return X if columns is None else X[:, np.asarray(columns, dtype=np.int64)]
 
-    def _elm2_input(self, scaled: np.ndarray, elm1: ELMClassifier | None) -> np.ndarray:
-        """What ELM-2 reads, given the standardised rows and its member's ELM-1."""
+    def _member_inputs(self, scaled: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """What every member reads, selected from the standardised rows once: the emotion
+        columns (when ELM-2 reads them) and the gender columns (when ELM-1 runs)."""
+        reads_features = not self.use_gender or self.elm2_input == "features_and_gender"
+        features = self._columns(scaled, self.emotion_columns) if reads_features else None
+        gender_input = self._columns(scaled, self.gender_columns) if self.use_gender else None
+        return features, gender_input
+
+    def _elm2_input(
+        self,
+        features: np.ndarray | None,
+        gender_input: np.ndarray | None,
+        elm1: ELMClassifier | None,
+    ) -> np.ndarray:
+        """What ELM-2 reads, given :meth:`_member_inputs` and its member's ELM-1."""
         if elm1 is None:
-            return self._columns(scaled, self.emotion_columns)
-        gender_input = self._columns(scaled, self.gender_columns)
+            return features
         if self.elm2_input == "features_and_gender":
-            features = self._columns(scaled, self.emotion_columns)
             return np.hstack([features, elm1.predict_proba(gender_input)])
         hidden = elm1.transform(gender_input)
         if self.elm2_input == "hidden_and_gender":
@@ -164,14 +174,17 @@ class TwoStageELM(BaseEstimator):
     def elm2_features(self, X) -> np.ndarray:
         """What member 0's ELM-2 reads for X: ELM-1's hidden output (n_rows, elm1_hidden),
         or the standardised features when ELM-1 is skipped (see ``elm2_input``)."""
-        return self._elm2_input(self._scaled_input(X), self.elm1_)
+        return self._elm2_input(*self._member_inputs(self._scaled_input(X)), self.elm1_)
 
     def predict_proba(self, X) -> np.ndarray:
         """ELM-2's softmaxed scores, averaged over the members, shape (n_rows, n_classes):
         the SVM's input."""
-        scaled = self._scaled_input(X)
+        features, gender_input = self._member_inputs(self._scaled_input(X))
         return np.mean(
-            [elm2.predict_proba(self._elm2_input(scaled, elm1)) for elm1, elm2 in self.members_],
+            [
+                elm2.predict_proba(self._elm2_input(features, gender_input, elm1))
+                for elm1, elm2 in self.members_
+            ],
             axis=0,
         )
 
