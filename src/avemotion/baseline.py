@@ -13,7 +13,9 @@ rows: standardise, an SVC with Platt-scaled class probabilities (what a decision
 fusion of probabilities needs; see :func:`make_baseline_svm`), C chosen from
 ``baseline.svm_C_grid`` by clip accuracy on the fold's validation speakers (the ones
 the CNNs hold out, :func:`avemotion.splits.validation_rows`), then refitted on all the
-training rows for the test fold. The validation predictions of the chosen C are written
+training rows for the test fold. With ``base.speaker_norm`` the features are first
+z-scored within each speaker (:mod:`avemotion.speakers`), as the fusion's inputs are, so
+the baselines and the fusion compare under the same assumption. The validation predictions of the chosen C are written
 beside the test predictions, so every baseline has a validation score.
 """
 
@@ -47,6 +49,7 @@ from avemotion.h5store import read_meta
 from avemotion.params import Params
 from avemotion.params.schema import BaselineParams, FunctionalSet
 from avemotion.scores import expand_columns, n_classes_of, read_branch
+from avemotion.speakers import standardise_by_speaker
 from avemotion.splits import held_and_fitting, test_rows, train_rows
 
 #: The feature table behind each SVM baseline: mfcc, then every openSMILE set.
@@ -221,6 +224,9 @@ def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[st
         n_classes = n_classes_of(params.data.classes, meta["label"])
         with h5py.File(path, "r") as handle:
             x = handle["x"][:]
+        if params.base.speaker_norm:
+            original = ~np.asarray(meta["augmented"], dtype=bool)
+            x = standardise_by_speaker(x, meta["speaker"], original)
         held, _ = held_and_fitting(meta, fold, train, seed)
         fitted = fit_baseline_svm(
             settings, seed, x, meta, fold, held, n_classes, params.base.n_jobs

@@ -7,6 +7,10 @@ Blocks (``fusion.inputs`` and ``fusion.gender_inputs`` name them):
 - ``egemaps``, ``compare``: openSMILE functionals of the same audio segment (stage
   build_functionals), joined on clip, segment and the audio copy.
 
+With ``base.speaker_norm`` every block is z-scored within each speaker
+(:func:`avemotion.speakers.standardise_by_speaker`, each speaker's original segments
+giving its statistics).
+
 With ``fusion.stacking: cross_fit`` a second ``cnn`` block holds the out-of-fold features
 of the inner CNNs (:mod:`avemotion.stacking`) for the fitting rows, and the outer CNN's
 (or the inner CNNs' mean) for the validation and test rows.
@@ -27,6 +31,7 @@ from avemotion.fusion.pairing import AUGMENTATIONS, FusedTable, fuse_tables
 from avemotion.h5store import read_attrs, read_meta
 from avemotion.params import Params
 from avemotion.scores import BranchTable, read_branch
+from avemotion.speakers import standardise_by_speaker
 
 KEYS = ["clip_id", "segment", "augmentation"]
 
@@ -179,7 +184,16 @@ def read_inputs(params: Params, features: Path, functionals: Path) -> FusionInpu
     for name in block_order(params):
         if name != "cnn":
             blocks[name] = read_functionals(functionals / f"{name}.h5", fused)
+    if params.base.speaker_norm:
+        blocks = {name: by_speaker(fused, block) for name, block in blocks.items()}
     return FusionInputs(tables, fused, blocks, None)
+
+
+def by_speaker(fused: FusedTable, block: np.ndarray) -> np.ndarray:
+    """``block`` (rows of ``fused``) z-scored within each speaker, by the statistics of
+    the speaker's original (not augmented) rows."""
+    original = ~np.asarray(fused.meta["augmented"], dtype=bool)
+    return standardise_by_speaker(block, fused.meta["speaker"], original)
 
 
 def add_crossfit(params: Params, inputs: FusionInputs, features: Path, fitting: np.ndarray) -> None:
@@ -188,6 +202,9 @@ def add_crossfit(params: Params, inputs: FusionInputs, features: Path, fitting: 
         m: [features / "inner" / f"fc_{m}_{j}.h5" for j in params.fusion.inner_folds]
         for m in params.base.modalities
     }
-    inputs.cnn_crossfit = crossfit_block(
+    cnn = crossfit_block(
         inputs.fused, inner, fitting, params.fusion.test_features, inputs.blocks["cnn"]
     )
+    # a speaker's rows are all fitting or all not (the folds group by speaker), so each is
+    # standardised once: the outer block's rows are already, and z-scores stay z-scores
+    inputs.cnn_crossfit = by_speaker(inputs.fused, cnn) if params.base.speaker_norm else cnn

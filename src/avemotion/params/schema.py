@@ -75,6 +75,7 @@ class BaseParams(Section):
     dask_scheduler: str | None = None
     profile: str = "cpu"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    speaker_norm: bool = False
 
     @field_validator("modalities")
     @classmethod
