@@ -6,7 +6,8 @@
 Reads the final model that train_final and fit_final wrote under `--models`
 (`<modality>/best.pt`, `fusion/systems/<system>.joblib`), the class names (`data.classes`,
 or the index's emotions when it is null) and params `export` (`export.system`: which
-system predicts), `base.{modalities,segment_s,hop_s,last_segment,min_segment_s,profile}`,
+system predicts),
+`base.{modalities,segment_s,hop_s,last_segment,min_segment_s,profile,speaker_norm}`,
 `audio`, `video`, `models`, `functionals.sets`, `fusion.{inputs,gender_inputs}`: the ones
 that shape inference, stored in the bundle. Writes `--out` (see
 :mod:`avemotion.predict.bundle`): state dicts, the fusion as skops, a manifest with the

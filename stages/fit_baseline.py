@@ -9,7 +9,8 @@ Reads the MFCC table, the functionals of `functionals.sets`, the video segment t
 keys (when base.modalities has video: audio systems are scored on the segments video
 has too) and params
 `baseline.{svm_kernel,svm_C_grid,svm_gamma}`, `train.{validation_fraction,validate_by}`
-(the validation speakers C is chosen on), `base.{seed,modalities}`, `data.classes`.
+(the validation speakers C is chosen on), `base.{seed,modalities,speaker_norm}`,
+`data.classes`.
 Writes mfcc_svm, egemaps_svm and compare_svm tables in
 `--predictions` (test) and `--validation`, the fitted SVMs in `--models` and the fold's
 summary (the C chosen, validation accuracy per C). The work is

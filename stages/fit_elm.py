@@ -12,7 +12,8 @@ functionals sets `fusion.inputs` / `fusion.gender_inputs` name, and params
 use_gender,elm2_input,cross_fit_folds,inputs,gender_inputs,stacking,inner_folds,
 test_features}`,
 `train.{validation_fraction,validate_by}` (the validation speakers),
-`base.{seed,modalities}`, `augment.{snr_db,rotation_deg}`, `data.{classes,dataset}`.
+`base.{seed,modalities,speaker_norm}`, `augment.{snr_db,rotation_deg}`,
+`data.{classes,dataset}`.
 Pairs the audio and video rows and fits ELM-1 (gender; skipped, with the reason printed,
 when the rows have one gender) and ELM-2 (emotion) twice: on the fitting rows (training
 less validation speakers) to score the validation speakers, and on all training rows to

@@ -291,3 +291,49 @@ def test_an_export_writes_the_same_bytes_every_time(bundle_dir, tmp_path):
     loaded = skops.io.load(tmp_path / "fusion.skops", trusted=TRUSTED_TYPES)
     rows = np.random.default_rng(1).standard_normal((7, 16 + 16 + EGEMAPS_DIM)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict_proba(rows), first.predict_proba(rows))
+
+
+class RecordingFusion:
+    """A fitted fusion that keeps the rows it is asked to score."""
+
+    def __init__(self, fusion: ELMFusion) -> None:
+        self.fusion, self.rows = fusion, []
+        self.classes_ = fusion.classes_
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        self.rows.append(x)
+        return self.fusion.predict_proba(x)
+
+
+@pytest.mark.parametrize("speaker_norm", [False, True])
+def test_a_speaker_normalised_bundle_standardises_a_calls_fusion_rows_together(
+    bundle_dir, clips, tmp_path, speaker_norm
+) -> None:
+    """With ``base.speaker_norm`` the bundle says so, and the fusion scores the call's
+    rows z-scored over the call (its clips taken as one speaker's), with a warning that
+    a few segments make thin statistics; without it, the rows as they are."""
+    root = bundle_dir.parent
+    files = ModelFiles(
+        {"audio": root / "audio/best.pt", "video": root / "video/best.pt"}, root / "systems"
+    )
+    params = Params.model_validate({**TINY_PARAMS, "base": {"speaker_norm": speaker_norm}})
+    export_bundle(params, CLASSES, files, tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / MANIFEST).read_text())
+    assert manifest["settings"]["base"]["speaker_norm"] is speaker_norm
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.speaker_norm is speaker_norm
+    recorder = RecordingFusion(bundle.fusion)
+    predictor = Predictor(dataclasses.replace(bundle, fusion=recorder))
+    predictions = list(predictor.predict([str(clips["good"]), str(clips["long"])]))
+    assert [p.status for p in predictions] == ["ok", "ok"]
+    x = np.concatenate(recorder.rows)
+    assert len(recorder.rows) == 2 and len(x) >= 3
+    thin = [w for p in predictions for w in p.warnings if w.startswith("speaker normalisation")]
+    if speaker_norm:
+        np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-4)
+        spread = x.std(axis=0)
+        assert np.all((np.abs(spread - 1) < 1e-3) | (spread < 1e-6))
+        assert len(thin) == 2 and f"over {len(x)} segments" in thin[0]
+    else:
+        assert np.abs(x.mean(axis=0)).max() > 1.0
+        assert not thin

@@ -15,8 +15,9 @@ fusion of probabilities needs; see :func:`make_baseline_svm`), C chosen from
 the CNNs hold out, :func:`avemotion.splits.validation_rows`), then refitted on all the
 training rows for the test fold. With ``base.speaker_norm`` the features are first
 z-scored within each speaker (:mod:`avemotion.speakers`), as the fusion's inputs are, so
-the baselines and the fusion compare under the same assumption. The validation predictions of the chosen C are written
-beside the test predictions, so every baseline has a validation score.
+the baselines and the fusion compare under the same assumption. The validation
+predictions of the chosen C are written beside the test predictions, so every baseline
+has a validation score.
 """
 
 from __future__ import annotations

@@ -18,6 +18,14 @@ import numpy as np
 MIN_STD = 1e-8
 
 
+def statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and scale over the rows of ``x`` (n_rows, dim); the scale is
+    the standard deviation, or 1 where that is below :data:`MIN_STD`."""
+    x = np.asarray(x, dtype=np.float64)
+    std = x.std(axis=0)
+    return x.mean(axis=0), np.where(std > MIN_STD, std, 1.0)
+
+
 def standardise_by_speaker(
     x: np.ndarray, speakers: np.ndarray, reference: np.ndarray | None = None
 ) -> np.ndarray:
@@ -38,6 +46,6 @@ def standardise_by_speaker(
         basis = x[rows & reference]
         if len(basis) == 0:
             raise ValueError(f"speaker {str(speaker)!r} has no reference rows to standardise by")
-        std = basis.std(axis=0)
-        out[rows] = (x[rows] - basis.mean(axis=0)) / np.where(std > MIN_STD, std, 1.0)
+        mean, scale = statistics(basis)
+        out[rows] = (x[rows] - mean) / scale
     return out

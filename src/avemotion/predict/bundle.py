@@ -71,9 +71,10 @@ class ModelFiles:
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """The params that shape inference, as the bundle stores them: the segments and the
-    modalities (``base``), both front-ends (``audio``, ``video``), the functionals sets and
-    the fusion's inputs (their order builds the fusion's feature matrix)."""
+    """The params that shape inference, as the bundle stores them: the segments, the
+    modalities and speaker normalisation (``base``), both front-ends (``audio``,
+    ``video``), the functionals sets and the fusion's inputs (their order builds the
+    fusion's feature matrix)."""
 
     base: BaseParams
     audio: AudioParams
@@ -92,6 +93,7 @@ class InferenceSettings:
                 last_segment=base.last_segment,
                 min_segment_s=base.min_segment_s,
                 profile=base.profile,
+                speaker_norm=base.speaker_norm,
             ),
             audio=params.audio,
             video=params.video,
@@ -116,7 +118,14 @@ class InferenceSettings:
     def to_json(self) -> dict[str, Any]:
         return {
             "base": self.base.model_dump(
-                include={"modalities", "segment_s", "hop_s", "last_segment", "min_segment_s"}
+                include={
+                    "modalities",
+                    "segment_s",
+                    "hop_s",
+                    "last_segment",
+                    "min_segment_s",
+                    "speaker_norm",
+                }
             ),
             "audio": self.audio.model_dump(),
             "video": self.video.model_dump(),
@@ -157,6 +166,12 @@ class Bundle:
         if self.fusion is None:
             return ()
         return tuple(n for n in block_order(self.settings.as_params()) if n != "cnn")
+
+    @property
+    def speaker_norm(self) -> bool:
+        """Whether the fusion was trained on rows z-scored within each speaker
+        (``base.speaker_norm``), so that a call's fusion rows are standardised together."""
+        return self.fusion is not None and self.settings.base.speaker_norm
 
 
 def branch_input_shape(settings: InferenceSettings, modality: str) -> tuple[int, ...]:

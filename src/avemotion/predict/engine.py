@@ -15,6 +15,12 @@ A clip that lacks one stream (no audio track, a silent one, no face found) is pr
 from the other branch's own softmax and says so in ``modalities`` and ``warnings``; so
 is a clip whose openSMILE functionals are not finite, from both branches' mean. A clip
 with neither is an error with both reasons.
+
+A bundle trained with ``base.speaker_norm`` standardises the fusion's rows of one call
+together: the call's clips are taken as one speaker's recordings
+(:mod:`avemotion.speakers`), so every file is read before the first is scored, and a call
+with fewer than :data:`MIN_SPEAKER_SEGMENTS` fused segments says that its statistics are
+thin.
 """
 
 from __future__ import annotations
@@ -33,10 +39,18 @@ from avemotion.predict.frontends import ClipFeatures, FrontEnds, StreamRows, ext
 from avemotion.predict.results import OK, ClipPrediction, SegmentPrediction
 from avemotion.scores import expand_columns
 from avemotion.segments import SegmentParams
+from avemotion.speakers import statistics
 from avemotion.video.tensors import keyframe_tensor
 
 #: A progress bar from this many files on.
 PROGRESS_FROM = 4
+#: With speaker normalisation, fewer fused segments than this in a call draw a warning.
+MIN_SPEAKER_SEGMENTS = 20
+
+#: A speaker's statistics (each fusion column's mean and scale), or None for none.
+Standardiser = tuple[np.ndarray, np.ndarray] | None
+#: Each network's ``(fc_features, softmax)`` rows of one clip, None without that stream.
+BranchOutputs = dict[str, tuple[np.ndarray, np.ndarray] | None]
 
 
 class Predictor:
@@ -64,7 +78,8 @@ class Predictor:
         )
 
     def predict(self, files: Sequence[str]) -> Iterator[ClipPrediction]:
-        """One :class:`ClipPrediction` per file, in order, as soon as it is ready."""
+        """One :class:`ClipPrediction` per file, in order, as soon as it is ready (with
+        speaker normalisation, once every file is read)."""
         worker = functools.partial(extract_clip, frontends=self.frontends)
         clips = map_clips(
             worker, files, self.n_jobs, desc="predict", quiet=len(files) < PROGRESS_FROM
@@ -74,7 +89,7 @@ class Predictor:
         for clip in clips:
             pending.append(clip)
             n_rows += sum(len(rows.segments) for rows in clip.streams.values())
-            if n_rows >= self.batch_size:
+            if n_rows >= self.batch_size and not self.bundle.speaker_norm:
                 yield from self._score(pending)
                 pending, n_rows = [], 0
         yield from self._score(pending)
@@ -83,8 +98,31 @@ class Predictor:
 
     def _score(self, clips: list[ClipFeatures]) -> Iterator[ClipPrediction]:
         outputs = {m: self._run_network(m, clips) for m in self.bundle.networks}
-        for i, clip in enumerate(clips):
-            yield self._clip_prediction(clip, {m: out[i] for m, out in outputs.items()})
+        per_clip = [{m: out[i] for m, out in outputs.items()} for i in range(len(clips))]
+        fused = [None] * len(clips)
+        if self.bundle.speaker_norm:
+            fused = [self._fusion_rows(c, o) for c, o in zip(clips, per_clip, strict=True)]
+        speaker, warning = self._speaker_statistics([x for x in fused if x is not None])
+        for clip, clip_outputs, rows in zip(clips, per_clip, fused, strict=True):
+            prediction = self._clip_prediction(clip, clip_outputs, speaker)
+            if warning and rows is not None:
+                prediction.warnings.append(warning)
+            yield prediction
+
+    @staticmethod
+    def _speaker_statistics(rows: list[np.ndarray]) -> tuple[Standardiser, str | None]:
+        """The statistics of a call's fusion rows (its clips being one speaker's), and a
+        warning when they rest on few segments; none without rows."""
+        if not rows:
+            return None, None
+        x = np.concatenate(rows)
+        warning = None
+        if len(x) < MIN_SPEAKER_SEGMENTS:
+            warning = (
+                f"speaker normalisation over {len(x)} segments of this call: pass more of "
+                "the speaker's clips in one call"
+            )
+        return statistics(x), warning
 
     @torch.no_grad()
     def _run_network(
@@ -134,7 +172,10 @@ class Predictor:
     # ---------------------------------------------------------------- one clip
 
     def _clip_prediction(
-        self, clip: ClipFeatures, outputs: dict[str, tuple[np.ndarray, np.ndarray] | None]
+        self,
+        clip: ClipFeatures,
+        outputs: BranchOutputs,
+        speaker: Standardiser = None,
     ) -> ClipPrediction:
         classes = self.bundle.classes
         if clip.error is not None:
@@ -156,7 +197,7 @@ class Predictor:
             probs = outputs[modality][1].astype(np.float64)  # type: ignore[index]
             segments, starts, used = rows.segments, rows.starts_s, (modality,)
         else:
-            segments, starts, probs, used = self._fused(clip, outputs, paired, warnings)
+            segments, starts, probs, used = self._fused(clip, outputs, paired, warnings, speaker)
         return self._assemble(clip, segments, starts, probs, used, warnings)
 
     def _paired_rows(
@@ -175,11 +216,13 @@ class Predictor:
     def _fused(
         self,
         clip: ClipFeatures,
-        outputs: dict[str, tuple[np.ndarray, np.ndarray] | None],
+        outputs: BranchOutputs,
         paired: tuple[np.ndarray, np.ndarray],
         warnings: list[str],
+        speaker: Standardiser = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-        """The bundle's system on the paired segments: (segments, starts, probs, modalities)."""
+        """The bundle's system on the paired segments: (segments, starts, probs, modalities);
+        ``speaker`` standardises the fusion's rows."""
         modalities = self.bundle.modalities
         rows = [paired[0] if m == "audio" else paired[1] for m in modalities]
         first = clip.streams[modalities[0]]
@@ -190,14 +233,36 @@ class Predictor:
         if clip.functionals_error is not None:
             warnings.append(f"{clip.functionals_error}: predicted by late fusion of the CNNs")
             return segments, starts, np.mean(branch_probs, axis=0, dtype=np.float64), modalities
-        blocks = [np.hstack([outputs[m][0][r] for m, r in zip(modalities, rows, strict=True)])]  # type: ignore[index]
-        audio_rows = paired[0]
-        for name in self.bundle.functional_sets:
-            blocks.append(clip.streams["audio"].functionals[name][audio_rows])
-        x = np.hstack(blocks).astype(np.float32, copy=False)
+        x = self._fusion_matrix(clip, outputs, paired)
+        if speaker is not None:
+            mean, scale = speaker
+            x = ((x - mean) / scale).astype(np.float32)
         fusion = self.bundle.fusion
         probs = expand_columns(fusion.predict_proba(x), fusion.classes_, len(self.bundle.classes))
         return segments, starts, probs, modalities
+
+    def _fusion_matrix(
+        self,
+        clip: ClipFeatures,
+        outputs: BranchOutputs,
+        paired: tuple[np.ndarray, np.ndarray],
+    ) -> np.ndarray:
+        """The fusion's input rows of the paired segments, ``[cnn | functionals...]``."""
+        modalities = self.bundle.modalities
+        rows = [paired[0] if m == "audio" else paired[1] for m in modalities]
+        blocks = [np.hstack([outputs[m][0][r] for m, r in zip(modalities, rows, strict=True)])]  # type: ignore[index]
+        for name in self.bundle.functional_sets:
+            blocks.append(clip.streams["audio"].functionals[name][paired[0]])
+        return np.hstack(blocks).astype(np.float32, copy=False)
+
+    def _fusion_rows(self, clip: ClipFeatures, outputs: BranchOutputs) -> np.ndarray | None:
+        """The rows the fusion would score for this clip, None for a clip it does not
+        score (an error, a missing stream, no functionals)."""
+        if clip.error is not None or clip.functionals_error is not None:
+            return None
+        usable = [m for m in self.bundle.modalities if outputs.get(m) is not None]
+        paired = self._paired_rows(clip, usable) if usable else None
+        return None if paired is None else self._fusion_matrix(clip, outputs, paired)
 
     def _assemble(
         self,
