@@ -7,10 +7,11 @@
 Reads every data/predictions/fold*/<system>.csv (test) and data/validation/fold*/
 <system>.csv (validation speakers), the fit_elm stage's metrics/fusion/fold*.json and the
 index (for the training class balance behind chance level); params `data.classes`,
-`split.protocol`. Writes the headline (each system's clip-level test and validation
-accuracy and UAR, in git) to metrics.json, every number (mean and std over folds,
-segment and clip level) to summary.json, the paper's system's clip-level (actual,
-predicted) rows to confusion.json and the full table to report.md. The work is
+`split.protocol`, `base.speaker_norm` (the report says what the figures assume). Writes
+the headline (each system's clip-level test and validation accuracy and UAR, in git) to
+metrics.json, every number (mean and std over folds, segment and clip level) to
+summary.json, the paper's system's clip-level (actual, predicted) rows to confusion.json
+and the full table to report.md. The work is
 :func:`avemotion.evaluation.evaluate_run`.
 """
 
@@ -39,8 +40,9 @@ def main() -> None:
     params = stage_params("evaluate")
     index = read_index(index_path)
     classes = class_names(params.data.classes, index)
-    evaluation = evaluate_run(predictions, fusion, index, classes, params.split.protocol)
-    validation = evaluate_validation(validation_dir, index, classes, params.split.protocol)
+    protocol, speaker_norm = params.split.protocol, params.base.speaker_norm
+    evaluation = evaluate_run(predictions, fusion, index, classes, protocol, speaker_norm)
+    validation = evaluate_validation(validation_dir, index, classes, protocol, speaker_norm)
     numbers = write_outputs(evaluation, validation, metrics, summary, confusion, report)
     for system in evaluation.scores:
         clip = numbers["test"]["clip"][system]

@@ -216,6 +216,15 @@ def test_folds_outside_the_index_split_are_ignored(run) -> None:
     assert "1 fold(s) evaluated: 0 (the split has 2)" in report_markdown(evaluation)
 
 
+@pytest.mark.parametrize("speaker_norm", [False, True])
+def test_the_report_says_when_features_were_speaker_normalised(run, speaker_norm) -> None:
+    predictions, fusion, index = run
+    evaluation = evaluate_run(predictions, fusion, index, CLASSES, "speaker", speaker_norm)
+    report = report_markdown(evaluation)
+    assert ("Speaker-normalised features (`base.speaker_norm`)" in report) is speaker_norm
+    assert "a speaker's recordings arrive together" in report or not speaker_norm
+
+
 def test_report_lists_clip_accuracy_per_fold(run) -> None:
     predictions, fusion, index = run
     report = report_markdown(evaluate_run(predictions, fusion, index, CLASSES))

@@ -233,6 +233,7 @@ class Evaluation:
     confusion: list[dict[str, str]] = field(default_factory=list)
     confusion_system: str | None = None
     protocol: str = ""
+    speaker_norm: bool = False
     index_folds: list[int] = field(default_factory=list)
     stale_folds: list[int] = field(default_factory=list)
 
@@ -269,6 +270,7 @@ def evaluate_run(
     index: pd.DataFrame,
     classes: Sequence[str],
     protocol: str = "",
+    speaker_norm: bool = False,
 ) -> Evaluation:
     """Score every ``<predictions_dir>/fold*/<system>.csv`` at segment and clip level.
 
@@ -277,6 +279,8 @@ def evaluate_run(
     balance for chance level. Only the folds of the index are read: a ``fold<f>/`` folder
     of a fold the index does not have (left from an earlier split) is listed as stale
     and ignored; a fold of the index without a folder (not run) is listed in the report.
+    ``protocol`` and ``speaker_norm`` (``base.speaker_norm``) are what the report says
+    the figures assume.
     The confusion rows are the paper's system at clip level, all folds pooled.
     """
     classes = list(classes)
@@ -293,6 +297,7 @@ def evaluate_run(
         classes=classes,
         folds=folds,
         protocol=protocol,
+        speaker_norm=speaker_norm,
         index_folds=index_folds,
         stale_folds=[f for f in found if f not in index_folds],
     )
@@ -342,7 +347,11 @@ def evaluate_run(
 
 
 def evaluate_validation(
-    validation_dir: str | Path, index: pd.DataFrame, classes: Sequence[str], protocol: str = ""
+    validation_dir: str | Path,
+    index: pd.DataFrame,
+    classes: Sequence[str],
+    protocol: str = "",
+    speaker_norm: bool = False,
 ) -> Evaluation | None:
     """:func:`evaluate_run` on the validation predictions (``data/validation``); None
     when no system scored a validation row (``train.validation_fraction: 0``)."""
@@ -350,7 +359,7 @@ def evaluate_validation(
     tables = list(folder.glob("fold*/*.csv")) if folder.is_dir() else []
     if not any(len(read_predictions(t)) for t in tables):
         return None
-    return evaluate_run(folder, None, index, classes, protocol)
+    return evaluate_run(folder, None, index, classes, protocol, speaker_norm)
 
 
 def gender_accuracies(
@@ -450,6 +459,17 @@ def report_markdown(evaluation: Evaluation, validation: Evaluation | None = None
         "Protocols `random` and `kfold` mix speakers between training and test (as the "
         "paper's 70/30 and 4-fold splits do), so their numbers are not speaker-independent.",
         "",
+        *(
+            [
+                "Speaker-normalised features (`base.speaker_norm`): the fusion's inputs and "
+                "the SVM baselines' features were z-scored within each speaker, a test "
+                "speaker's with the statistics of its own unlabelled test segments. The "
+                "figures assume a speaker's recordings arrive together.",
+                "",
+            ]
+            if evaluation.speaker_norm
+            else []
+        ),
         "Mean ± standard deviation over folds, in %. Segment level: each 2 s segment on its "
         "own; clip level: a clip's segment scores averaged, then the argmax. "
         "UAR = unweighted average recall.",
