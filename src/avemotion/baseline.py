@@ -50,7 +50,7 @@ from avemotion.h5store import read_meta
 from avemotion.params import Params
 from avemotion.params.schema import BaselineParams, FunctionalSet
 from avemotion.scores import expand_columns, n_classes_of, read_branch
-from avemotion.speakers import standardise_by_speaker
+from avemotion.speakers import standardise_segments
 from avemotion.splits import held_and_fitting, test_rows, train_rows
 
 #: The feature table behind each SVM baseline: mfcc, then every openSMILE set.
@@ -226,8 +226,7 @@ def run_fit_baseline(params: Params, fold: int, paths: BaselinePaths) -> dict[st
         with h5py.File(path, "r") as handle:
             x = handle["x"][:]
         if params.base.speaker_norm:
-            original = ~np.asarray(meta["augmented"], dtype=bool)
-            x = standardise_by_speaker(x, meta["speaker"], original)
+            x = standardise_segments(x, meta)
         held, _ = held_and_fitting(meta, fold, train, seed)
         fitted = fit_baseline_svm(
             settings, seed, x, meta, fold, held, n_classes, params.base.n_jobs

@@ -4,13 +4,14 @@ A voice's own range (pitch, loudness, timbre) moves most acoustic features more 
 emotion does, so a model that meets an unseen speaker sees features shifted away from
 anything it was trained on. Standardising every column within each speaker ("speaker
 normalisation": Schuller et al. 2010, cross-corpus SER; Busso et al. 2013) removes that
-offset and scale. It is
-transductive: a test speaker's statistics come from that speaker's own unlabelled
-segments, so it assumes a speaker's recordings arrive together (``base.speaker_norm``;
-``avemotion predict`` takes each call's clips as one speaker's).
+offset and scale. It is transductive: a test speaker's statistics come from that
+speaker's own unlabelled segments, so it assumes a speaker's recordings arrive together
+(``base.speaker_norm``; ``avemotion predict`` takes each call's clips as one speaker's).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -34,8 +35,9 @@ def standardise_by_speaker(
     ``speakers`` (n_rows,) names each row's speaker. The mean and standard deviation of a
     speaker come from its ``reference`` rows (a boolean mask, e.g. the original segments
     without their augmented copies; default: all its rows) and are applied to all its
-    rows. A speaker without reference rows is refused. Returns float32."""
-    x = np.asarray(x, dtype=np.float64)
+    rows. A speaker without reference rows is refused. Returns float32; the statistics
+    are computed in float64 one speaker at a time."""
+    x = np.asarray(x)
     speakers = np.asarray(speakers).astype(str)
     if len(speakers) != len(x):
         raise ValueError(f"{len(speakers)} speaker names for {len(x)} rows")
@@ -49,3 +51,11 @@ def standardise_by_speaker(
         mean, scale = statistics(basis)
         out[rows] = (x[rows] - mean) / scale
     return out
+
+
+def standardise_segments(x: np.ndarray, meta: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The rows of a segment table (``meta``: its ``speaker`` and ``augmented`` columns)
+    z-scored within each speaker by the statistics of the speaker's original segments,
+    so that an augmented copy is scaled like its original and its added noise stays."""
+    original = ~np.asarray(meta["augmented"], dtype=bool)
+    return standardise_by_speaker(x, meta["speaker"], original)

@@ -8,7 +8,7 @@ Blocks (``fusion.inputs`` and ``fusion.gender_inputs`` name them):
   build_functionals), joined on clip, segment and the audio copy.
 
 With ``base.speaker_norm`` every block is z-scored within each speaker
-(:func:`avemotion.speakers.standardise_by_speaker`, each speaker's original segments
+(:func:`avemotion.speakers.standardise_segments`, each speaker's original segments
 giving its statistics).
 
 With ``fusion.stacking: cross_fit`` a second ``cnn`` block holds the out-of-fold features
@@ -31,7 +31,7 @@ from avemotion.fusion.pairing import AUGMENTATIONS, FusedTable, fuse_tables
 from avemotion.h5store import read_attrs, read_meta
 from avemotion.params import Params
 from avemotion.scores import BranchTable, read_branch
-from avemotion.speakers import standardise_by_speaker
+from avemotion.speakers import standardise_segments
 
 KEYS = ["clip_id", "segment", "augmentation"]
 
@@ -185,15 +185,8 @@ def read_inputs(params: Params, features: Path, functionals: Path) -> FusionInpu
         if name != "cnn":
             blocks[name] = read_functionals(functionals / f"{name}.h5", fused)
     if params.base.speaker_norm:
-        blocks = {name: by_speaker(fused, block) for name, block in blocks.items()}
+        blocks = {name: standardise_segments(block, fused.meta) for name, block in blocks.items()}
     return FusionInputs(tables, fused, blocks, None)
-
-
-def by_speaker(fused: FusedTable, block: np.ndarray) -> np.ndarray:
-    """``block`` (rows of ``fused``) z-scored within each speaker, by the statistics of
-    the speaker's original (not augmented) rows."""
-    original = ~np.asarray(fused.meta["augmented"], dtype=bool)
-    return standardise_by_speaker(block, fused.meta["speaker"], original)
 
 
 def add_crossfit(params: Params, inputs: FusionInputs, features: Path, fitting: np.ndarray) -> None:
@@ -207,4 +200,5 @@ def add_crossfit(params: Params, inputs: FusionInputs, features: Path, fitting: 
     )
     # a speaker's rows are all fitting or all not (the folds group by speaker), so each is
     # standardised once: the outer block's rows are already, and z-scores stay z-scores
-    inputs.cnn_crossfit = by_speaker(inputs.fused, cnn) if params.base.speaker_norm else cnn
+    speaker_norm = params.base.speaker_norm
+    inputs.cnn_crossfit = standardise_segments(cnn, inputs.fused.meta) if speaker_norm else cnn
