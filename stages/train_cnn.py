@@ -2,13 +2,19 @@
 
     python stages/train_cnn.py audio 0 --table data/features/audio.h5 \\
         --model models/audio/fold0/best.pt --metrics metrics/train/audio-fold0.json \\
-        --live dvclive/audio-fold0
+        --live dvclive/audio-fold0 --features data/features/fold0/fc_audio.h5
 
 Reads params `base.{seed,segment_s,profile,device}`, `data.classes`, `models` and `train`; writes
 the best epoch's weights by validation accuracy to `--model` (a resumable checkpoint
-beside it while training runs), the run's metrics (with training samples per second) to
-`--metrics` and the per-epoch curves to `--live` (dvclive). The paths come from dvc.yaml.
-The work is :func:`avemotion.branch.train_branch`.
+beside it while training runs), the run's metrics to `--metrics` (its log line adds the
+training samples per second, a wall-clock figure kept out of the DVC output), the
+per-epoch curves to `--live` (dvclive), then the trained network's FC features and
+softmax of every row of `--table` (all folds, augmented rows marked) to `--features`.
+The paths come from dvc.yaml. The work is :func:`avemotion.branch.train_branch` and
+:func:`avemotion.branch.extract_branch_features`. Extraction is part of this stage, not
+a stage of its own: it reads the same code and params, so it reran whenever training
+did, and a stage of its own cost DVC and Python a few seconds of start-up each time
+(10 of the demo's stages).
 
 With `train.distributed` `nproc: N > 1` (or the branch's own,
 `train.by_modality.<branch>.distributed`) the script starts N copies of itself on this
@@ -20,16 +26,20 @@ temporary file and talk over the loopback interface only. With `nproc: 1` nothin
 started, so the demo's many small trainings pay nothing. Under a torchrun the user
 starts (several machines: `torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint
 host:29400 stages/train_cnn.py ...`), the script is one of torchrun's processes and
-`nproc` is not used.
+`nproc` is not used. Rank 0 extracts the features once the group has finished, on the
+threads the processes had between them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from avemotion.branch import train_branch
+import torch
+
+from avemotion.branch import extract_branch_features, train_branch
 from avemotion.distributed import World, relaunch
 from avemotion.errors import run_stage
 from avemotion.params import MODALITIES, stage_params
@@ -45,6 +55,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="best.pt to write")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+    parser.add_argument("--features", type=Path, required=True, help="FC-feature table to write")
     parser.add_argument(
         "--stage",
         default="train_cnn",
@@ -69,8 +80,9 @@ def log_epoch_to(live: Live) -> Callable[[dict[str, float]], None]:
 def main() -> None:
     args = arguments()
     params = stage_params(args.stage)
+    settings = params.train.for_branch(args.modality)
     # from here on: one of the processes it starts (the branch's own nproc, if it has one)
-    relaunch(params.train.for_branch(args.modality).distributed.nproc)
+    relaunch(settings.distributed.nproc)
     run = (params, args.modality, args.fold, args.table, args.model, args.metrics)
     if not World.from_env().is_main:  # trains its share of every batch, writes nothing
         train_branch(*run)
@@ -82,6 +94,11 @@ def main() -> None:
         f"{metrics['epochs_run']}, validation accuracy {metrics['best_val_accuracy']}, "
         f"{metrics['train_samples_per_s']:.1f} training samples/s"
     )
+    # the threads this machine's training processes had between them (torchrun and
+    # relaunch both set LOCAL_WORLD_SIZE)
+    torch.set_num_threads(settings.threads * int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    n_rows = extract_branch_features(params, args.modality, args.table, args.model, args.features)
+    print(f"{args.modality} {fold_name(args.fold)}: {n_rows} rows of FC features, {args.features}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -33,7 +34,9 @@ from avemotion.distributed import (
     resolve_backend,
 )
 from avemotion.errors import BadInputError
+from avemotion.h5store import read_meta
 from avemotion.params import validate_params
+from avemotion.scores import read_branch
 
 STAGE = REPO / "stages" / "train_cnn.py"
 EPOCHS = 4
@@ -106,7 +109,7 @@ def project(folder: Path, nproc: int, for_audio_only: bool = False) -> Path:
 def run_stage(folder: Path, table: Path, driver: Path | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, *([str(driver)] if driver else []), str(STAGE), "audio", "0"]
     command += ["--table", str(table), "--model", "run/best.pt", "--metrics", "run/metrics.json"]
-    command += ["--live", "run/live"]
+    command += ["--live", "run/live", "--features", "run/fc_audio.h5"]
     return subprocess.run(
         command, cwd=folder, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
     )
@@ -135,9 +138,14 @@ def two_process_run(tmp_path_factory, table) -> Path:
     return folder
 
 
-def test_two_processes_train_and_only_rank_0_writes(two_process_run):
+def test_two_processes_train_and_only_rank_0_writes(two_process_run, table):
+    """Rank 0 writes the weights, the metrics, the curves and, once the group is done,
+    the FC features of every row of the table."""
     folder = two_process_run
-    assert sorted(p.name for p in (folder / "run").iterdir()) == ["best.pt", "live", "metrics.json"]
+    written = sorted(p.name for p in (folder / "run").iterdir())
+    assert written == ["best.pt", "fc_audio.h5", "live", "metrics.json"]
+    features = read_branch(folder / "run" / "fc_audio.h5", "audio")
+    assert len(features.x) == len(read_meta(table)["label"]) and np.isfinite(features.x).all()
     metrics = json.loads((folder / "run" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["epochs_run"] == EPOCHS
     assert metrics["weights"] == "averaged" and metrics["resumed_from_epoch"] == 0

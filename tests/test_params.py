@@ -216,7 +216,6 @@ def test_stage_docstrings_name_every_key_their_dvc_yaml_entry_declares():
     ("final", "per_fold"),
     [
         ("train_final", "train_cnn"),
-        ("extract_final", "extract_features"),
         ("fit_elm_final", "fit_elm"),
         ("fit_svm_final", "fit_svm"),
     ],

@@ -1,7 +1,7 @@
 """Per-segment score tables that several systems read.
 
 A CNN branch's FC features and class probabilities (``fc_<modality>.h5``, written by
-the extract_features stage) feed the ELM fusion and the baseline's late fusion with
+the train_cnn stage) feed the ELM fusion and the baseline's late fusion with
 video; both also need the class count of the run and probability columns over every
 class. These live here, once.
 """
@@ -32,18 +32,18 @@ class BranchTable:
 
 
 def read_branch(path: str | Path, modality: str) -> BranchTable:
-    """Read a branch's FC-feature table (written by the extract_features stage)."""
+    """Read a branch's FC-feature table (written by the train_cnn stage)."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(
-            f"{modality} FC features not found; run the extract_features stage "
+            f"{modality} FC features not found; run the train_cnn stage "
             f"(base.modalities lists {modality})",
             path,
         )
     try:
         with h5py.File(path, "r") as handle:
             if "probs" not in handle:
-                raise BadInputError("has no /probs dataset; rerun extract_features", path)
+                raise BadInputError("has no /probs dataset; rerun train_cnn", path)
             x = handle["x"][:]
             probs = handle["probs"][:]
     except OSError as error:

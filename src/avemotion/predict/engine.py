@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,6 +52,17 @@ MIN_SPEAKER_SEGMENTS = 20
 Standardiser = tuple[np.ndarray, np.ndarray] | None
 #: Each network's ``(fc_features, softmax)`` rows of one clip, None without that stream.
 BranchOutputs = dict[str, tuple[np.ndarray, np.ndarray] | None]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one clip is scored: ``error`` says why it cannot be; else the ``usable`` streams
+    and ``paired``, the row indices (audio rows, video rows) of the segments both have (the
+    fusion's or late fusion's rows), None when one branch's softmax scores every segment."""
+
+    error: str | None = None
+    usable: tuple[str, ...] = ()
+    paired: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Predictor:
@@ -97,14 +109,21 @@ class Predictor:
     # ---------------------------------------------------------------- networks
 
     def _score(self, clips: list[ClipFeatures]) -> Iterator[ClipPrediction]:
+        """The networks over ``clips`` at once, then each clip along its route; with speaker
+        normalisation the fusion rows of all ``clips`` give the statistics."""
         outputs = {m: self._run_network(m, clips) for m in self.bundle.networks}
         per_clip = [{m: out[i] for m, out in outputs.items()} for i in range(len(clips))]
-        fused = [None] * len(clips)
+        routes = [self._route(c, o) for c, o in zip(clips, per_clip, strict=True)]
+        fusion_rows = [
+            self._fusion_rows(c, o, r) for c, o, r in zip(clips, per_clip, routes, strict=True)
+        ]
+        speaker, warning = None, None
         if self.bundle.speaker_norm:
-            fused = [self._fusion_rows(c, o) for c, o in zip(clips, per_clip, strict=True)]
-        speaker, warning = self._speaker_statistics([x for x in fused if x is not None])
-        for clip, clip_outputs, rows in zip(clips, per_clip, fused, strict=True):
-            prediction = self._clip_prediction(clip, clip_outputs, speaker)
+            speaker, warning = self._speaker_statistics([x for x in fusion_rows if x is not None])
+        for clip, clip_outputs, route, rows in zip(
+            clips, per_clip, routes, fusion_rows, strict=True
+        ):
+            prediction = self._clip_prediction(clip, clip_outputs, route, rows, speaker)
             if warning and rows is not None:
                 prediction.warnings.append(warning)
             yield prediction
@@ -171,98 +190,97 @@ class Predictor:
 
     # ---------------------------------------------------------------- one clip
 
-    def _clip_prediction(
-        self,
-        clip: ClipFeatures,
-        outputs: BranchOutputs,
-        speaker: Standardiser = None,
-    ) -> ClipPrediction:
-        classes = self.bundle.classes
+    def _route(self, clip: ClipFeatures, outputs: BranchOutputs) -> Route:
+        """Which streams score ``clip`` and which of their segments are paired."""
         if clip.error is not None:
-            return ClipPrediction.failed(clip.file, classes, clip.error)
-        usable = [m for m in self.bundle.modalities if outputs.get(m) is not None]
+            return Route(error=clip.error)
+        usable = tuple(m for m in self.bundle.modalities if outputs.get(m) is not None)
         if not usable:
-            reasons = list(dict.fromkeys(clip.reasons.values()))
-            return ClipPrediction.failed(clip.file, classes, "; ".join(reasons))
-        warnings = [
-            f"{reason}: predicted from {' and '.join(usable)} alone"
-            for modality, reason in clip.reasons.items()
-        ]
-        paired = self._paired_rows(clip, usable)
-        if paired is None:  # one stream: that branch's own softmax, every segment it has
-            modality = usable[0]
-            if len(usable) > 1:
-                warnings.append("no segment has both audio and a face: predicted from audio alone")
-            rows = clip.streams[modality]
-            probs = outputs[modality][1].astype(np.float64)  # type: ignore[index]
-            segments, starts, used = rows.segments, rows.starts_s, (modality,)
-        else:
-            segments, starts, probs, used = self._fused(clip, outputs, paired, warnings, speaker)
-        return self._assemble(clip, segments, starts, probs, used, warnings)
+            return Route(error="; ".join(dict.fromkeys(clip.reasons.values())))
+        return Route(usable=usable, paired=self._paired_rows(clip, usable))
 
     def _paired_rows(
-        self, clip: ClipFeatures, usable: list[str]
+        self, clip: ClipFeatures, usable: tuple[str, ...]
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Row indices of the segments both streams have (audio rows, video rows), or None
         when the bundle reads one stream or the clip has one."""
         if len(self.bundle.modalities) == 1:
-            return (np.arange(len(clip.streams[usable[0]].segments)),) * 2 if usable else None
+            return (np.arange(len(clip.streams[usable[0]].segments)),) * 2
         if len(usable) < 2:
             return None
         audio, video = clip.streams["audio"].segments, clip.streams["video"].segments
         common, row_a, row_v = np.intersect1d(audio, video, return_indices=True)
         return (row_a, row_v) if len(common) else None
 
-    def _fused(
+    def _branch_rows(self, route: Route) -> list[np.ndarray]:
+        """Each of the bundle's modalities' row indices of the paired segments."""
+        audio_rows, video_rows = route.paired  # type: ignore[misc]
+        return [audio_rows if m == "audio" else video_rows for m in self.bundle.modalities]
+
+    def _fusion_rows(
+        self, clip: ClipFeatures, outputs: BranchOutputs, route: Route
+    ) -> np.ndarray | None:
+        """The fusion's input rows of the paired segments, ``[cnn | functionals...]``; None
+        for a clip the fusion does not score (no pairs, no fusion in the bundle, no
+        functionals)."""
+        if route.paired is None or self.bundle.fusion is None:
+            return None
+        if clip.functionals_error is not None:
+            return None
+        rows = self._branch_rows(route)
+        modalities = self.bundle.modalities
+        blocks = [np.hstack([outputs[m][0][r] for m, r in zip(modalities, rows, strict=True)])]  # type: ignore[index]
+        for name in self.bundle.functional_sets:
+            blocks.append(clip.streams["audio"].functionals[name][route.paired[0]])
+        return np.hstack(blocks).astype(np.float32, copy=False)
+
+    def _clip_prediction(
         self,
         clip: ClipFeatures,
         outputs: BranchOutputs,
-        paired: tuple[np.ndarray, np.ndarray],
-        warnings: list[str],
+        route: Route,
+        fusion_rows: np.ndarray | None,
         speaker: Standardiser = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-        """The bundle's system on the paired segments: (segments, starts, probs, modalities);
-        ``speaker`` standardises the fusion's rows."""
+    ) -> ClipPrediction:
+        """``clip`` scored along its ``route``; ``speaker`` standardises ``fusion_rows``."""
+        classes = self.bundle.classes
+        if route.error is not None:
+            return ClipPrediction.failed(clip.file, classes, route.error)
+        warnings = [
+            f"{reason}: predicted from {' and '.join(route.usable)} alone"
+            for reason in clip.reasons.values()
+        ]
+        if route.paired is None:  # one stream: that branch's own softmax, every segment it has
+            modality = route.usable[0]
+            if len(route.usable) > 1:
+                warnings.append("no segment has both audio and a face: predicted from audio alone")
+            rows = clip.streams[modality]
+            probs = outputs[modality][1].astype(np.float64)  # type: ignore[index]
+            return self._assemble(clip, rows.segments, rows.starts_s, probs, (modality,), warnings)
         modalities = self.bundle.modalities
-        rows = [paired[0] if m == "audio" else paired[1] for m in modalities]
+        branch_rows = self._branch_rows(route)
         first = clip.streams[modalities[0]]
-        segments, starts = first.segments[rows[0]], first.starts_s[rows[0]]
-        branch_probs = [outputs[m][1][r] for m, r in zip(modalities, rows, strict=True)]  # type: ignore[index]
-        if self.bundle.fusion is None:  # late_fusion, or one branch's CNN
-            return segments, starts, np.mean(branch_probs, axis=0, dtype=np.float64), modalities
-        if clip.functionals_error is not None:
-            warnings.append(f"{clip.functionals_error}: predicted by late fusion of the CNNs")
-            return segments, starts, np.mean(branch_probs, axis=0, dtype=np.float64), modalities
-        x = self._fusion_matrix(clip, outputs, paired)
+        segments, starts = first.segments[branch_rows[0]], first.starts_s[branch_rows[0]]
+        if fusion_rows is None:  # late_fusion, one branch's CNN, or no functionals
+            if self.bundle.fusion is not None:
+                warnings.append(f"{clip.functionals_error}: predicted by late fusion of the CNNs")
+            branch_probs = [
+                outputs[m][1][r]  # type: ignore[index]
+                for m, r in zip(modalities, branch_rows, strict=True)
+            ]
+            probs = np.mean(branch_probs, axis=0, dtype=np.float64)
+        else:
+            probs = self._fused_probabilities(fusion_rows, speaker)
+        return self._assemble(clip, segments, starts, probs, modalities, warnings)
+
+    def _fused_probabilities(self, x: np.ndarray, speaker: Standardiser) -> np.ndarray:
+        """The bundle's fusion on rows ``x`` (n_segments, n_inputs), each class's
+        probability, shape (n_segments, n_classes)."""
         if speaker is not None:
             mean, scale = speaker
             x = ((x - mean) / scale).astype(np.float32)
         fusion = self.bundle.fusion
-        probs = expand_columns(fusion.predict_proba(x), fusion.classes_, len(self.bundle.classes))
-        return segments, starts, probs, modalities
-
-    def _fusion_matrix(
-        self,
-        clip: ClipFeatures,
-        outputs: BranchOutputs,
-        paired: tuple[np.ndarray, np.ndarray],
-    ) -> np.ndarray:
-        """The fusion's input rows of the paired segments, ``[cnn | functionals...]``."""
-        modalities = self.bundle.modalities
-        rows = [paired[0] if m == "audio" else paired[1] for m in modalities]
-        blocks = [np.hstack([outputs[m][0][r] for m, r in zip(modalities, rows, strict=True)])]  # type: ignore[index]
-        for name in self.bundle.functional_sets:
-            blocks.append(clip.streams["audio"].functionals[name][paired[0]])
-        return np.hstack(blocks).astype(np.float32, copy=False)
-
-    def _fusion_rows(self, clip: ClipFeatures, outputs: BranchOutputs) -> np.ndarray | None:
-        """The rows the fusion would score for this clip, None for a clip it does not
-        score (an error, a missing stream, no functionals)."""
-        if clip.error is not None or clip.functionals_error is not None:
-            return None
-        usable = [m for m in self.bundle.modalities if outputs.get(m) is not None]
-        paired = self._paired_rows(clip, usable) if usable else None
-        return None if paired is None else self._fusion_matrix(clip, outputs, paired)
+        return expand_columns(fusion.predict_proba(x), fusion.classes_, len(self.bundle.classes))  # type: ignore[union-attr]
 
     def _assemble(
         self,
