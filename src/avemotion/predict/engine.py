@@ -225,7 +225,7 @@ class Predictor:
         functionals)."""
         if route.paired is None or self.bundle.fusion is None:
             return None
-        if clip.functionals_error is not None:
+        if clip.functionals_error is not None:  # not finite: late fusion scores it
             return None
         rows = self._branch_rows(route)
         modalities = self.bundle.modalities
@@ -262,7 +262,7 @@ class Predictor:
         first = clip.streams[modalities[0]]
         segments, starts = first.segments[branch_rows[0]], first.starts_s[branch_rows[0]]
         if fusion_rows is None:  # late_fusion, one branch's CNN, or no functionals
-            if self.bundle.fusion is not None:
+            if self.bundle.fusion is not None and clip.functionals_error is not None:
                 warnings.append(f"{clip.functionals_error}: predicted by late fusion of the CNNs")
             branch_probs = [
                 outputs[m][1][r]  # type: ignore[index]
