@@ -18,7 +18,7 @@ did, and a stage of its own cost DVC and Python a few seconds of start-up each t
 
 With `train.distributed` `nproc: N > 1` (or the branch's own,
 `train.by_modality.<branch>.distributed`) the script starts N copies of itself on this
-machine and waits for them (:func:`avemotion.distributed.relaunch`): data-parallel
+machine and waits for them (:func:`avemotion.launch.relaunch`): data-parallel
 training, every copy on 1/N of each batch, rank 0 alone writing the files above. It
 does not go through torchrun for this: torchrun's stores listen on every network
 interface and its agent costs seconds of start-up, while these copies meet through a
@@ -27,7 +27,9 @@ started, so the demo's many small trainings pay nothing. Under a torchrun the us
 starts (several machines: `torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint
 host:29400 stages/train_cnn.py ...`), the script is one of torchrun's processes and
 `nproc` is not used. Rank 0 extracts the features once the group has finished, on the
-threads the processes had between them.
+threads the processes had between them. PyTorch, dvclive and the training code are
+imported after the relaunch, so the launching process, which only waits, does not spend
+its 5 s of start-up on them.
 """
 
 from __future__ import annotations
@@ -36,15 +38,15 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from avemotion.branch import extract_branch_features, train_branch
-from avemotion.distributed import World, relaunch
 from avemotion.errors import run_stage
+from avemotion.launch import World, relaunch
 from avemotion.params import MODALITIES, stage_params
 from avemotion.splits import fold_argument, fold_name
-from dvclive import Live
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 
 def arguments() -> argparse.Namespace:
@@ -83,6 +85,11 @@ def main() -> None:
     settings = params.train.for_branch(args.modality)
     # from here on: one of the processes it starts (the branch's own nproc, if it has one)
     relaunch(settings.distributed.nproc)
+    import torch  # after the relaunch (see the module's docstring)
+
+    from avemotion.branch import extract_branch_features, train_branch
+    from dvclive import Live
+
     run = (params, args.modality, args.fold, args.table, args.model, args.metrics)
     if not World.from_env().is_main:  # trains its share of every batch, writes nothing
         train_branch(*run)

@@ -13,7 +13,8 @@ also fix the validation speakers every inner CNN stops on) and `fusion.inner_fol
 `<inner>` and writes the best weights to `--model`, the FC features and softmax of its
 held-out, validation and test rows to `--features` and the run's metrics to
 `--metrics`. The work is :func:`avemotion.stacking.run_train_inner`. With
-`train.distributed` `nproc: N > 1` it runs as N processes, as train_cnn does (see there).
+`train.distributed` `nproc: N > 1` it runs as N processes, as train_cnn does (see there;
+like it, it imports the training code only after the relaunch).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avemotion.distributed import World, relaunch
 from avemotion.errors import run_stage
+from avemotion.launch import World, relaunch
 from avemotion.params import MODALITIES, stage_params
-from avemotion.stacking import run_train_inner
 
 
 def arguments() -> argparse.Namespace:
@@ -44,6 +44,8 @@ def main() -> None:
     params = stage_params("train_inner")
     # from here on: one of the processes it starts (the branch's own nproc, if it has one)
     relaunch(params.train.for_branch(args.modality).distributed.nproc)
+    from avemotion.stacking import run_train_inner  # after the relaunch, as in train_cnn
+
     summary = run_train_inner(
         params,
         args.modality,

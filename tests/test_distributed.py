@@ -27,14 +27,13 @@ from test_training_recipes import AUDIO_SHAPE, CLASSES, TINY, same_weights, writ
 from avemotion.branch import train_branch
 from avemotion.distributed import (
     BalancedDistributedSampler,
-    World,
-    launch_local,
     per_process_batch,
     process_group,
     resolve_backend,
 )
 from avemotion.errors import BadInputError
 from avemotion.h5store import read_meta
+from avemotion.launch import World, launch_local
 from avemotion.params import validate_params
 from avemotion.scores import read_branch
 
@@ -212,6 +211,21 @@ def test_more_processes_than_gpus_stop_with_a_message(monkeypatch):
     with pytest.raises(BadInputError, match="1 CUDA device"):
         with process_group("auto", torch.device("cuda")):
             pass
+
+
+@pytest.mark.parametrize("stage", ["train_cnn.py", "train_inner.py"])
+def test_the_launching_process_imports_neither_torch_nor_scikit_learn(stage):
+    """A stage relaunches itself before it imports the training code, so the process that
+    only waits for its copies skips their start-up (about 5 s on 2 cores)."""
+    code = (
+        "import runpy, sys; "
+        f"runpy.run_path({str(REPO / 'stages' / stage)!r}, run_name='imported'); "
+        "print(sorted({'torch', 'sklearn', 'dvclive'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_failed_process_stops_the_others():

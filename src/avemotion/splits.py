@@ -3,6 +3,10 @@
 The index stores, per clip, the fold whose test part holds it (-1: never tested). For
 fold ``f`` the training rows are every row outside fold ``f`` (augmented copies
 included) and the test rows are fold ``f``'s original rows, never augmented ones.
+
+scikit-learn is imported by the two functions that split, not with this module: a
+stage that only names its fold (a training launcher, see :mod:`avemotion.launch`) would
+pay about 3 s on a 2-core machine for it.
 """
 
 from __future__ import annotations
@@ -10,13 +14,6 @@ from __future__ import annotations
 from typing import get_args
 
 import numpy as np
-from sklearn.model_selection import (
-    GroupShuffleSplit,
-    LeaveOneGroupOut,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-    train_test_split,
-)
 
 from avemotion.errors import BadInputError
 from avemotion.params.schema import Protocol, TrainParams
@@ -73,6 +70,8 @@ def validation_groups(groups: np.ndarray, fraction: float, seed: int) -> np.ndar
     distinct groups, so every table of the run (spectrograms, FC features, functionals)
     holds out the same speakers whatever its rows. Empty when ``fraction`` is 0 or there
     are fewer than 2 groups."""
+    from sklearn.model_selection import GroupShuffleSplit  # see the module's docstring
+
     distinct = np.unique(np.asarray(groups))
     if fraction <= 0 or len(distinct) < 2:
         return distinct[:0]
@@ -122,6 +121,13 @@ def assign_folds(
 
     Raises :class:`~avemotion.errors.BadInputError` when the data cannot be split so.
     """
+    from sklearn.model_selection import (  # see the module's docstring
+        LeaveOneGroupOut,
+        StratifiedGroupKFold,
+        StratifiedKFold,
+        train_test_split,
+    )
+
     labels = np.asarray(labels)
     speakers = np.asarray(speakers, dtype=str)
     n_speakers = len(np.unique(speakers))

@@ -44,6 +44,7 @@ from avemotion import distributed
 from avemotion.atomic import atomic_path
 from avemotion.errors import BadInputError
 from avemotion.h5store import read_meta
+from avemotion.launch import World
 from avemotion.models import BranchCNN, channels_first
 from avemotion.params.schema import TrainParams
 from avemotion.recipes import (
@@ -243,7 +244,7 @@ def fit(
     steps: it trains exactly as without a group.
     """
     device = torch.device(device)
-    world = distributed.World.current()
+    world = World.current()
     torch.manual_seed(seed)
     if settings.standardise_inputs:
         model.set_input_statistics(*channel_statistics(train_set.path, train_set.rows))
@@ -395,7 +396,7 @@ def _train_loader(
     settings: TrainParams,
     seed: int,
     shuffle: torch.Generator,
-    world: distributed.World,
+    world: World,
 ) -> DataLoader:
     """Batches of the training rows: shuffled by ``shuffle`` (or class-balanced) in one
     process; with N processes, this rank's share in batches of ``batch_size / N``."""
@@ -425,7 +426,7 @@ def _validate(
     dataset: SegmentDataset,
     batch_size: int,
     device: torch.device,
-    world: distributed.World,
+    world: World,
 ) -> tuple[float, float]:
     """:func:`evaluate`; with N processes, each evaluates the same model on every N-th row
     and all get the whole set's mean cross-entropy and accuracy."""

@@ -118,8 +118,8 @@ class DemoParams(Section):
     n_speakers: Annotated[int, Field(ge=2)] = 8
     takes_per_emotion: PositiveInt = 3
     emotions: Annotated[list[str], Field(min_length=1)] = ["neutral", "happy", "sad", "angry"]
-    min_duration_s: Annotated[float, Field(ge=0.2)] = 3.0
-    max_duration_s: PositiveFloat = 4.5
+    min_duration_s: Annotated[float, Field(ge=0.2)] = 2.0
+    max_duration_s: PositiveFloat = 3.4
     fps: Annotated[int, Field(ge=1, le=120)] = 25
     width: Annotated[int, Field(ge=160, multiple_of=2)] = 320
     height: Annotated[int, Field(ge=120, multiple_of=2)] = 240
@@ -146,10 +146,10 @@ class SplitParams(Section):
     """``split:``, the evaluation protocol."""
 
     protocol: Protocol = "speaker"
-    n_folds: Annotated[int, Field(ge=2)] = 4
+    n_folds: Annotated[int, Field(ge=2)] = 2
     test_size: Annotated[float, Field(gt=0, lt=1)] = 0.3
     test_speakers: list[str] = []
-    folds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1, 2, 3]
+    folds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1]
     seed: int = 42
 
     @field_validator("test_speakers", mode="before")
