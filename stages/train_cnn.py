@@ -35,7 +35,6 @@ its 5 s of start-up on them.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,9 +84,7 @@ def main() -> None:
     settings = params.train.for_branch(args.modality)
     # from here on: one of the processes it starts (the branch's own nproc, if it has one)
     relaunch(settings.distributed.nproc)
-    import torch  # after the relaunch (see the module's docstring)
-
-    from avemotion.branch import extract_branch_features, train_branch
+    from avemotion.branch import extract_after_training, train_branch  # after the relaunch
     from dvclive import Live
 
     run = (params, args.modality, args.fold, args.table, args.model, args.metrics)
@@ -101,10 +98,7 @@ def main() -> None:
         f"{metrics['epochs_run']}, validation accuracy {metrics['best_val_accuracy']}, "
         f"{metrics['train_samples_per_s']:.1f} training samples/s"
     )
-    # the threads this machine's training processes had between them (torchrun and
-    # relaunch both set LOCAL_WORLD_SIZE)
-    torch.set_num_threads(settings.threads * int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    n_rows = extract_branch_features(params, args.modality, args.table, args.model, args.features)
+    n_rows = extract_after_training(params, args.modality, args.table, args.model, args.features)
     print(f"{args.modality} {fold_name(args.fold)}: {n_rows} rows of FC features, {args.features}")
 
 

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from avemotion.branch import checkpoint_path, extract_branch_features, train_branch
+from avemotion.branch import (
+    checkpoint_path,
+    extract_after_training,
+    extract_branch_features,
+    train_branch,
+)
 from avemotion.h5store import SegmentWriter, read_meta
 from avemotion.params import Params, validate_params
 from avemotion.training import fold_rows
@@ -202,6 +207,28 @@ def test_best_model_reloads_and_features_are_aligned(tmp_path, table):
     assert again == n_rows
     with h5py.File(paths.features) as handle:
         np.testing.assert_allclose(handle["x"][:], fc, rtol=1e-4, atol=1e-5)  # any batch size
+
+
+def test_after_training_only_rank_0_extracts_on_every_local_process_s_threads(
+    tmp_path, table, monkeypatch
+):
+    """A training stage's last step: rank 1 writes nothing; rank 0 writes the features
+    with train.threads x LOCAL_WORLD_SIZE threads (the cores its 2 processes had)."""
+    paths = paths_in(tmp_path, table)
+    train(params(epochs=1), paths)
+    io = (paths.table, paths.best, paths.features)
+    threads_before = torch.get_num_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    try:
+        monkeypatch.setenv("RANK", "1")
+        assert extract_after_training(params(epochs=1), "audio", *io) is None
+        assert not paths.features.exists()
+        monkeypatch.setenv("RANK", "0")
+        n_rows = extract_after_training(params(epochs=1), "audio", *io)
+        assert torch.get_num_threads() == 2  # train.threads 1, 2 local processes
+    finally:
+        torch.set_num_threads(threads_before)
+    assert n_rows == len(read_meta(table)["clip_id"]) == len(read_meta(paths.features)["clip_id"])
 
 
 def augmented_meta(n_speakers=8, clips_per_speaker=3, copies=2) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ This is what ``stages/train_cnn.py`` runs (both, one after the other), for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import numpy as np
 import torch
 
 from avemotion.atomic import write_json
-from avemotion.distributed import World, process_group
+from avemotion.distributed import process_group
 from avemotion.errors import BadInputError
 from avemotion.h5store import META_COLUMNS, SegmentWriter, read_attrs
+from avemotion.launch import World
 from avemotion.models import (
     ROW_TIME_AXIS,
     BranchCNN,
@@ -188,6 +190,28 @@ def train_branch(
         # never match dvc.lock, so they are returned (and printed by the stage) only
         write_json(metrics_path, {k: v for k, v in metrics.items() if k not in WALL_CLOCK})
     return metrics
+
+
+def extract_after_training(
+    params: Params,
+    modality: str,
+    table: Path,
+    best: Path,
+    out: Path,
+    keep: np.ndarray | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> int | None:
+    """What a training stage does once its processes have trained (``train_cnn``, and
+    ``train_inner`` with ``keep`` and ``attrs``): rank 0 alone writes ``out`` (see
+    :func:`extract_branch_features`, whose row count it returns) on the threads this
+    machine's training processes had between them, ``train.threads`` times
+    ``LOCAL_WORLD_SIZE`` (set by torchrun and :func:`~avemotion.launch.relaunch`); the
+    other ranks write nothing and return None."""
+    if not World.from_env().is_main:
+        return None
+    settings = params.train.for_branch(modality)
+    torch.set_num_threads(settings.threads * int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return extract_branch_features(params, modality, table, best, out, keep=keep, attrs=attrs)
 
 
 def extract_branch_features(

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from avemotion.branch import extract_branch_features, train_branch
-from avemotion.distributed import World
+from avemotion.branch import extract_after_training, train_branch
 from avemotion.errors import BadInputError
 from avemotion.params import Params
 from avemotion.splits import held_and_fitting
@@ -115,6 +114,5 @@ def run_train_inner(
     }
     wanted = np.zeros(len(meta["label"]), dtype=bool)
     wanted[rows.test] = True
-    if World.from_env().is_main:
-        extract_branch_features(params, modality, table, model, features, keep=wanted, attrs=attrs)
+    extract_after_training(params, modality, table, model, features, keep=wanted, attrs=attrs)
     return {**summary, "inner_fold": inner, "held_out_groups": attrs["held_out_groups"]}
