@@ -213,7 +213,7 @@ def test_after_training_only_rank_0_extracts_on_every_local_process_s_threads(
     tmp_path, table, monkeypatch
 ):
     """A training stage's last step: rank 1 writes nothing; rank 0 writes the features
-    with train.threads x LOCAL_WORLD_SIZE threads (the cores its 2 processes had)."""
+    with train.threads x LOCAL_WORLD_SIZE threads (the cores its 2 local processes had)."""
     paths = paths_in(tmp_path, table)
     train(params(epochs=1), paths)
     io = (paths.table, paths.best, paths.features)

@@ -6,7 +6,6 @@ This is what ``stages/train_cnn.py`` runs (both, one after the other), for
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -205,12 +204,12 @@ def extract_after_training(
     ``train_inner`` with ``keep`` and ``attrs``): rank 0 alone writes ``out`` (see
     :func:`extract_branch_features`, whose row count it returns) on the threads this
     machine's training processes had between them, ``train.threads`` times
-    ``LOCAL_WORLD_SIZE`` (set by torchrun and :func:`~avemotion.launch.relaunch`); the
-    other ranks write nothing and return None."""
-    if not World.from_env().is_main:
+    :attr:`~avemotion.launch.World.local_size`; the other ranks write nothing and return
+    None."""
+    world = World.from_env()
+    if not world.is_main:
         return None
-    settings = params.train.for_branch(modality)
-    torch.set_num_threads(settings.threads * int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    torch.set_num_threads(params.train.for_branch(modality).threads * world.local_size)
     return extract_branch_features(params, modality, table, best, out, keep=keep, attrs=attrs)
 
 

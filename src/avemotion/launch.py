@@ -36,11 +36,12 @@ TERMINATE_GRACE_S = 5.0
 @dataclass(frozen=True)
 class World:
     """Where this process stands: its ``rank`` among ``size`` processes (0 is the one that
-    writes files) and ``local_rank`` among this machine's (its GPU, on CUDA)."""
+    writes files), ``local_rank`` among this machine's ``local_size`` (its GPU, on CUDA)."""
 
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    local_size: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -48,10 +49,14 @@ class World:
 
     @classmethod
     def from_env(cls) -> World:
-        """The launcher's ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; one process without."""
+        """The launcher's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and ``LOCAL_WORLD_SIZE``
+        (torchrun and :func:`relaunch` set them all); one process without."""
         env = os.environ
         return cls(
-            int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+            int(env.get("RANK", 0)),
+            int(env.get("LOCAL_RANK", 0)),
+            int(env.get("WORLD_SIZE", 1)),
+            int(env.get("LOCAL_WORLD_SIZE", 1)),
         )
 
     @classmethod
@@ -61,7 +66,8 @@ class World:
 
         if not (dist.is_available() and dist.is_initialized()):
             return cls()
-        return cls(dist.get_rank(), World.from_env().local_rank, dist.get_world_size())
+        local = World.from_env()
+        return cls(dist.get_rank(), local.local_rank, dist.get_world_size(), local.local_size)
 
 
 def launched() -> bool:
